@@ -1,0 +1,374 @@
+"""Argument handling shared by every public function, written once.
+
+* backend choice: CUDA arrays (``__cuda_array_interface__``, or ``__cuda_ndarray__`` for
+  the simulator's device arrays) go to ``jitloss.cuda``, anything else to ``jitloss.cpu``;
+* dtype policy: float32/float64 compute natively, float16 computes in float32 and is
+  returned as float16, integers and bools become float64, everything else is a TypeError;
+* axis normalisation and the ``(outer, classes, inner)`` view the kernels take
+  (:class:`Rows`), without a transposed copy whenever the array is contiguous in some
+  axis order with the reduced axes adjacent in it;
+* ``out=`` checks, reduction names, scalar parameters, label checks.
+
+Every user-facing error is raised here or in the public modules, before a kernel runs.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from fractions import Fraction
+import operator
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.exceptions import AxisError
+
+try:  # NumPy >= 2.0
+    from numpy.lib.array_utils import normalize_axis_tuple
+except ImportError:  # pragma: no cover - NumPy 1.25/1.26
+    from numpy.core.numeric import normalize_axis_tuple
+
+__all__ = [
+    "AxisError",
+    "OutDtypeError",
+    "Rows",
+    "check_labels",
+    "check_out",
+    "check_reduction",
+    "check_unit_interval",
+    "check_nonnegative",
+    "check_temperature",
+    "float_inputs",
+    "is_cuda_array",
+    "normalize_axes",
+]
+
+REDUCTIONS = ("none", "mean", "sum")
+
+
+class OutDtypeError(TypeError, ValueError):
+    """``out=`` has the wrong dtype.
+
+    A TypeError (as NumPy's casting errors are) and a ValueError (as DESIGN.md's "out= of
+    the wrong shape or dtype" errors are), in the way ``numpy.exceptions.AxisError`` is both
+    a ValueError and an IndexError.
+    """
+
+
+# --- backend ---------------------------------------------------------------------------
+
+
+def is_cuda_array(obj) -> bool:
+    """True for objects that live on a CUDA device (numba, CuPy, PyTorch CUDA, simulator)."""
+    return hasattr(obj, "__cuda_array_interface__") or hasattr(obj, "__cuda_ndarray__")
+
+
+# --- dtypes ----------------------------------------------------------------------------
+
+_NATIVE = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def result_dtype(dtype: np.dtype, name: str) -> np.dtype:
+    """The dtype results come back in for an input of ``dtype`` (TypeError if unsupported)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        if dtype.itemsize in (2, 4, 8):
+            return np.dtype(dtype.type)  # native byte order
+        raise TypeError(
+            f"{name}: dtype {dtype} is not supported (float16, float32 and float64 are); "
+            f"convert it with .astype(np.float64)"
+        )
+    if dtype.kind in "biu":
+        return np.dtype(np.float64)
+    raise TypeError(f"{name}: expected real numbers, got an array of dtype {dtype}")
+
+
+def compute_dtype(dtype: np.dtype) -> np.dtype:
+    """float16 computes in float32; the native types in themselves."""
+    return np.dtype(np.float32) if dtype == np.float16 else dtype
+
+
+def float_inputs(*pairs):
+    """Coerce ``(value, name)`` pairs to arrays of one compute dtype.
+
+    Returns ``(arrays, compute, result)``: the arrays (views of the inputs when no
+    conversion is needed), the dtype the kernels run in and the dtype results come back
+    in: the promotion of each input's result dtype (float16 and float32 give float32).
+    """
+    arrays = []
+    results = []
+    for value, name in pairs:
+        a = np.asarray(value)
+        results.append(result_dtype(a.dtype, name))
+        arrays.append(a)
+    result = np.result_type(*results) if len(results) > 1 else results[0]
+    compute = compute_dtype(result)
+    arrays = [a if a.dtype == compute else a.astype(compute) for a in arrays]
+    return arrays, compute, result
+
+
+# --- scalars ---------------------------------------------------------------------------
+
+
+def _real(value, name: str) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    return float(value)
+
+
+def check_temperature(temperature) -> tuple[float, float]:
+    """Check 0 < temperature < inf; return 1 / temperature as a float64 pair (hi, lo).
+
+    hi + lo equals 1/T to about 2**-106: the kernels form (x - max) / T with it, so a
+    temperature that is not a power of two costs no accuracy in exp((x - max) / T).
+    """
+    t = _real(temperature, "temperature")
+    if not (math.isfinite(t) and t > 0):
+        raise ValueError(f"temperature must be finite and > 0, got {temperature!r}")
+    hi = 1.0 / t
+    return hi, float(Fraction(1) / Fraction(t) - Fraction(hi))
+
+
+def check_nonnegative(value, name: str) -> float:
+    """A finite real number >= 0 (margins, z_loss)."""
+    v = _real(value, name)
+    if not (math.isfinite(v) and v >= 0):
+        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+    return v
+
+
+def check_unit_interval(value, name: str) -> float:
+    """A real number in [0, 1] (label_smoothing)."""
+    v = _real(value, name)
+    if not 0.0 <= v <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+    return v
+
+
+def check_reduction(reduction) -> str:
+    if not isinstance(reduction, str) or reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    return reduction
+
+
+def check_labels(labels: np.ndarray, classes: int, ignore_index, name: str = "target"):
+    """Raise ValueError naming the first label outside [0, classes) other than ignore_index."""
+    bad = (labels < 0) | (labels >= classes)
+    if ignore_index is not None:
+        bad &= labels != ignore_index
+    if bad.any():
+        flat = int(np.flatnonzero(bad.ravel())[0])
+        pos = np.unravel_index(flat, labels.shape) if labels.ndim else ()
+        raise ValueError(
+            f"{name} holds label {labels[pos]!r} at position {tuple(int(p) for p in pos)}, "
+            f"outside [0, {classes})"
+            + (f" and not ignore_index={ignore_index}" if ignore_index is not None else "")
+        )
+
+
+# --- axes and the (outer, classes, inner) view ----------------------------------------------
+
+
+def normalize_axes(axis, ndim: int) -> tuple[int, ...]:
+    """``axis`` (int, tuple of ints or None) as a sorted tuple of non-negative axes."""
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, (tuple, list)):
+        for ax in axis:
+            _axis_int(ax)
+        return tuple(sorted(normalize_axis_tuple(tuple(axis), ndim, "axis")))
+    return normalize_axis_tuple(_axis_int(axis), ndim, "axis")
+
+
+def _axis_int(ax) -> int:
+    try:
+        return operator.index(ax)
+    except TypeError:
+        raise TypeError(f"axis must be an int, a tuple of ints or None, got {ax!r}") from None
+
+
+def _prod(values) -> int:
+    p = 1
+    for v in values:
+        p *= int(v)
+    return p
+
+
+@dataclass(frozen=True)
+class Rows:
+    """How an array of ``shape`` is seen by the kernels: ``(outer, classes, inner)``.
+
+    ``order`` lists every axis from the outermost in memory to the innermost: the kept
+    axes before the reduced ones (``outer``), the reduced ones (``classes``), the kept
+    ones after (``inner``).  An array laid out C-contiguously in that order is seen
+    without a copy (:meth:`view3`); outputs are allocated in that order, so they have the
+    input's memory layout (NumPy's ``order='K'``).
+    """
+
+    shape: tuple
+    axes: tuple
+    order: tuple
+    outer: int
+    classes: int
+    inner: int
+
+    @classmethod
+    def of(cls, a: np.ndarray, axes: tuple) -> Rows:
+        shape = tuple(int(n) for n in a.shape)
+        mem = _memory_order(a) if a.size else None
+        if mem is not None:
+            pos = [i for i, ax in enumerate(mem) if ax in axes and shape[ax] > 1]
+            if pos and pos != list(range(pos[0], pos[0] + len(pos))):
+                mem = None  # reduced axes apart in memory: a copy puts them together
+        if mem is None:
+            order = tuple(ax for ax in range(len(shape)) if ax not in axes) + tuple(axes)
+            first = len(shape) - len(axes)
+        else:
+            # size-1 axes come first in `mem` and may go anywhere; the reduced ones join
+            # the others in the block the reduced axes form in memory
+            cut = pos[0] if pos else len(mem)
+            before = [ax for ax in mem[:cut] if ax not in axes]
+            after = [ax for ax in mem[cut:] if ax not in axes]
+            order = tuple(before) + tuple(ax for ax in mem if ax in axes) + tuple(after)
+            first = len(before)
+        n_red = len(axes)
+        return cls(
+            shape=shape,
+            axes=tuple(axes),
+            order=order,
+            outer=_prod(shape[ax] for ax in order[:first]),
+            classes=_prod(shape[ax] for ax in axes),
+            inner=_prod(shape[ax] for ax in order[first + n_red :]),
+        )
+
+    @property
+    def shape3(self) -> tuple:
+        return (self.outer, self.classes, self.inner)
+
+    def _strides(self, shape, order, itemsize) -> list:
+        strides = [0] * len(shape)
+        step = itemsize
+        for ax in reversed(order):
+            strides[ax] = step
+            step *= shape[ax]
+        return strides
+
+    def fits(self, a: np.ndarray) -> bool:
+        """True if ``a`` (of this shape) is C-contiguous in this axis order."""
+        want = self._strides(self.shape, self.order, a.itemsize)
+        return all(
+            a.strides[ax] == want[ax] for ax in range(len(self.shape)) if self.shape[ax] > 1
+        )
+
+    def view3(self, a: np.ndarray, writeable: bool = True) -> np.ndarray | None:
+        """The ``(outer, classes, inner)`` view of ``a``, or None if its layout differs."""
+        if a.shape != self.shape or not self.fits(a):
+            return None
+        isz = a.itemsize
+        return np.lib.stride_tricks.as_strided(
+            a,
+            self.shape3,
+            (self.classes * self.inner * isz, self.inner * isz, isz),
+            writeable=writeable and a.flags.writeable,
+        )
+
+    def take3(self, a: np.ndarray) -> np.ndarray:
+        """A read-only ``(outer, classes, inner)`` view of an input ``a``, or a copy in this
+        order when ``a`` is laid out otherwise.
+
+        Inputs always reach the kernels read-only, so each kernel compiles one signature
+        whether or not the caller's array is writeable.
+        """
+        v = self.view3(a, writeable=False)
+        if v is None:
+            v = np.ascontiguousarray(a.transpose(self.order)).reshape(self.shape3)
+            v.flags.writeable = False
+        return v
+
+    def restore(self, a3: np.ndarray) -> np.ndarray:
+        """The array of the caller's shape whose ``(outer, classes, inner)`` view is a3."""
+        strides = self._strides(self.shape, self.order, a3.itemsize)
+        return np.lib.stride_tricks.as_strided(
+            a3, self.shape, strides, writeable=a3.flags.writeable
+        )
+
+    def reduced_shape(self, keepdims: bool) -> tuple:
+        if keepdims:
+            return tuple(1 if ax in self.axes else n for ax, n in enumerate(self.shape))
+        return tuple(n for ax, n in enumerate(self.shape) if ax not in self.axes)
+
+    def _reduced_strides(self, keepdims: bool, itemsize: int) -> tuple:
+        kept = [ax for ax in self.order if ax not in self.axes]
+        strides = self._strides(self.shape, kept, itemsize)
+        if keepdims:
+            return tuple(0 if ax in self.axes else strides[ax] for ax in range(len(self.shape)))
+        return tuple(strides[ax] for ax in range(len(self.shape)) if ax not in self.axes)
+
+    def view2(self, a: np.ndarray, keepdims: bool) -> np.ndarray | None:
+        """The ``(outer, inner)`` view of a reduction result ``a``, or None."""
+        if a.shape != self.reduced_shape(keepdims):
+            return None
+        want = self._reduced_strides(keepdims, a.itemsize)
+        if any(s != w and n > 1 for s, w, n in zip(a.strides, want, a.shape)):
+            return None
+        isz = a.itemsize
+        return np.lib.stride_tricks.as_strided(
+            a, (self.outer, self.inner), (self.inner * isz, isz), writeable=a.flags.writeable
+        )
+
+    def restore2(self, a2: np.ndarray, keepdims: bool) -> np.ndarray:
+        """The reduction result of the caller's shape whose ``(outer, inner)`` view is a2."""
+        return np.lib.stride_tricks.as_strided(
+            a2,
+            self.reduced_shape(keepdims),
+            self._reduced_strides(keepdims, a2.itemsize),
+            writeable=a2.flags.writeable,
+        )
+
+
+def _memory_order(a: np.ndarray) -> tuple | None:
+    """Axes from outermost to innermost if ``a`` is C-contiguous in some axis order."""
+    axes = sorted(range(a.ndim), key=lambda ax: -a.strides[ax] if a.shape[ax] > 1 else 0)
+    big = [ax for ax in axes if a.shape[ax] > 1]
+    step = a.itemsize
+    for ax in reversed(big):
+        if a.strides[ax] != step:
+            return None
+        step *= a.shape[ax]
+    small = [ax for ax in range(a.ndim) if a.shape[ax] <= 1]
+    return tuple(small + big)
+
+
+# --- out= ----------------------------------------------------------------------------------
+
+
+def check_out(out, shape: tuple, dtype: np.dtype, name: str = "out") -> np.ndarray:
+    """Validate a caller's output array: an ndarray of ``shape`` and ``dtype``, writeable."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(out).__name__}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"{name} has shape {out.shape}, expected {tuple(shape)}")
+    if out.dtype != dtype:
+        raise OutDtypeError(f"{name} has dtype {out.dtype}, expected {np.dtype(dtype)}")
+    if not out.flags.writeable:
+        raise ValueError(f"{name} is read-only")
+    return out
+
+
+def writes_through(out: np.ndarray, *inputs: np.ndarray) -> bool:
+    """True if a kernel may write ``out`` directly while reading ``inputs``.
+
+    Safe when ``out`` shares no memory with an input, or is exactly that input (the
+    kernels read an element before they write the same element, and nothing else).
+    """
+    for a in inputs:
+        if np.may_share_memory(out, a):
+            same = (
+                out.__array_interface__["data"][0] == a.__array_interface__["data"][0]
+                and out.strides == a.strides
+                and out.shape == a.shape
+                and out.dtype == a.dtype
+            )
+            if not same:
+                return False
+    return True

@@ -1,0 +1,524 @@
+"""Helpers shared by every CPU kernel: a vectorisable ``exp``, a NaN-propagating ``max``,
+and the row primitives (max, sum of exponentials, log-sum-exp) that every family uses.
+
+pip's numba has no SVML, so ``math.exp`` inside a loop is a libm call per element and
+the loop does not vectorise.  ``exp``/``exp_sub`` here are a polynomial with Cody-Waite
+range reduction and the exponent written by a bitcast, straight-line code that LLVM
+turns into ``<8 x float>`` (AVX2) or ``<4 x double>`` operations once inlined into a
+loop.  ``max_nan`` is ``llvm.maximum`` (NaN-propagating), whose reductions LLVM
+vectorises too.  Checked with ``inspect_llvm`` on numba 0.68 / LLVM 20 (znver3): the
+hot loops of every kernel hold ``<8 x float>`` operations for float32 and
+``<4 x double>`` for float64; ``tests/test_math.py`` keeps that check.
+
+Accuracy (``tests/test_math.py``, against mpmath):
+
+* ``exp(x)``: within 2 ulp for float32 and float64 over the whole range; results
+  below the smallest subnormal are 0, above the largest float +inf, NaN gives NaN.
+* ``exp_sub(x, m, s)`` = exp((x - m) * s) for (x - m) * s <= 0 (x a row element, m
+  the row maximum, s = 1 / temperature > 0): within 2 ulp, with the difference
+  ``x - m`` taken exactly (TwoSum), so a float32 row with a spread of 80 loses
+  nothing.  ``(x - m) * s`` is rounded once inside an fma, so a temperature that
+  is a power of two is exact; any other adds the rounding of ``1 / T``.
+
+The scalar helpers are numba ``overload``s of Python stubs, so a kernel is written once
+and the float32 or float64 implementation (constants of the right width, no silent
+promotion) is picked at typing time.  They are compiled without fastmath and every
+fma is explicit: re-association would destroy the TwoSum error term and the rounding
+by the magic constant.  The row primitives are compiled with ``reassoc`` so that
+their sums vectorise; a float32 sum is taken in float32 over blocks of ``BLOCK``
+elements and the block sums are added in float64, so its relative error stays below
+about 1e-6 for any row length (float64: block sums added in float64).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic, overload
+
+__all__ = [
+    "BLOCK",
+    "as_type_of",
+    "exp",
+    "exp_sub",
+    "exp_sub_term",
+    "fma",
+    "lanes_dot",
+    "lanes_exp_store",
+    "lanes_max",
+    "lanes_sum",
+    "lanes_sumexp",
+    "log1p_rest",
+    "max_nan",
+    "row_dot",
+    "row_exp_store",
+    "row_lse",
+    "row_max",
+    "row_sum",
+    "row_sumexp",
+]
+
+# --- intrinsics ------------------------------------------------------------------------
+
+
+@intrinsic
+def _bits(typingctx, x):
+    """Reinterpret a float32/float64 as int32/int64 (no conversion)."""
+    if x == types.float32:
+        ret, llty = types.int32, ir.IntType(32)
+    elif x == types.float64:
+        ret, llty = types.int64, ir.IntType(64)
+    else:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], llty)
+
+    return ret(x), codegen
+
+
+def _from_bits_intrinsic(width):
+    ftype = types.float32 if width == 32 else types.float64
+    llfloat = ir.FloatType() if width == 32 else ir.DoubleType()
+    itype = types.int32 if width == 32 else types.int64
+
+    @intrinsic
+    def from_bits(typingctx, i):
+        if not isinstance(i, types.Integer):
+            return None
+
+        def codegen(context, builder, sig, args):
+            v = context.cast(builder, args[0], sig.args[0], itype)
+            return builder.bitcast(v, llfloat)
+
+        return ftype(i), codegen
+
+    return from_bits
+
+
+_float32_from_bits = _from_bits_intrinsic(32)
+_float64_from_bits = _from_bits_intrinsic(64)
+
+
+@intrinsic
+def fma(typingctx, a, b, c):
+    """a * b + c with one rounding (``llvm.fma``); three operands of one float type."""
+    if not (isinstance(a, types.Float) and a == b == c):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fma(*args)
+
+    return a(a, b, c), codegen
+
+
+@intrinsic
+def max_nan(typingctx, a, b):
+    """max(a, b) propagating NaN (``llvm.maximum``); reductions over it vectorise."""
+    if not (isinstance(a, types.Float) and a == b):
+        return None
+
+    def codegen(context, builder, sig, args):
+        llty = args[0].type
+        fnty = ir.FunctionType(llty, [llty, llty])
+        fn = builder.module.declare_intrinsic("llvm.maximum", [llty], fnty)
+        return builder.call(fn, args, fastmath=("nsz",))
+
+    return a(a, b), codegen
+
+
+def as_type_of(value, like):  # pragma: no cover - the overload runs in jitted code
+    """``value`` converted to the float type of ``like`` (a float scalar or array)."""
+    return np.asarray(like).dtype.type(value)
+
+
+@overload(as_type_of)
+def _as_type_of_impl(value, like):
+    dt = like.dtype if isinstance(like, types.Array) else like
+    if dt == types.float32:
+        return lambda value, like: np.float32(value)
+    if dt == types.float64:
+        return lambda value, like: np.float64(value)
+    return None
+
+
+# --- exp -------------------------------------------------------------------------------
+# exp(r) = 1 + r * (1 + r * g(r)) on |r| <= ln2/2 (Horner form, constant and linear terms
+# exactly 1), with g a Chebyshev fit (mpmath.chebyfit) of (exp(r) - 1 - r) / r**2: degree 4
+# for float32 (|error| 6.5e-8 * r**2 <= 0.07 ulp), degree 9 for float64 (|error| 1.1e-16 *
+# r**2 <= 0.13 ulp).  Coefficients from the highest degree down.
+_G32 = (
+    0.0013926176119935578884,
+    0.0083631730745137109028,
+    0.041666554662050533982,
+    0.1666657702559798819,
+    0.5,
+)
+_G64 = (
+    2.5100375832561233664e-8,
+    2.7620075879983366586e-7,
+    2.7557268480310025526e-6,
+    0.000024801521322368693266,
+    0.00019841269863040545271,
+    0.0013888888917196719077,
+    0.0083333333333300644495,
+    0.041666666666624161903,
+    0.16666666666666667452,
+    0.50000000000000010211,
+)
+# ln2 split so that n * LN2_HI is exact for every n that occurs (|n| <= 150 / 1076).
+_LN2_HI32 = np.float32(0.693145751953125)  # 15 significant bits
+_LN2_LO32 = np.float32(1.428606765330187045e-06)
+_LN2_HI64 = 0.6931471803691238  # 32 significant bits
+_LN2_LO64 = 1.9082149292705877e-10
+_LOG2E = 1.4426950408889634
+# Rounding to an integer by adding 1.5 * 2**p (p = mantissa bits): the low bits of the sum's
+# bit pattern are then the integer itself, so there is no float->int conversion (and no
+# poison value on NaN).
+_MAGIC32 = np.float32(12582912.0)
+_MAGIC64 = 6755399441055744.0
+_MAGIC32_BITS = int(np.float32(_MAGIC32).view(np.int32))
+_MAGIC64_BITS = int(np.float64(_MAGIC64).view(np.int64))
+# Below LO the result rounds to 0, above HI it is +inf (this also keeps n in range).
+_LO32, _HI32 = np.float32(-104.0), np.float32(89.0)
+_LO64, _HI64 = -746.0, 710.0
+# exp_sub computes (2**-K * exp(r)) * 2**(n + K): n + K stays a normal exponent down to the
+# underflow limit, the coefficients scaled by 2**-K are exact, and the one multiply rounds
+# a subnormal result correctly.
+_K32, _K64 = 24, 54
+_ZERO32, _ONE32, _INF32 = np.float32(0.0), np.float32(1.0), np.float32(np.inf)
+
+
+@njit(fastmath=False)
+def _poly32(r, c):
+    # c * exp(r) for |r| <= ln2/2; c is a power of two (constant-folded into the coefficients)
+    a4, a3, a2, a1, a0 = _G32
+    q = fma(np.float32(a4 * c), r, np.float32(a3 * c))
+    q = fma(fma(fma(q, r, np.float32(a2 * c)), r, np.float32(a1 * c)), r, np.float32(a0 * c))
+    return fma(fma(q, r, np.float32(c)), r, np.float32(c))
+
+
+@njit(fastmath=False)
+def _poly64(r, c):
+    a9, a8, a7, a6, a5, a4, a3, a2, a1, a0 = _G64
+    q = fma(fma(fma(a9 * c, r, a8 * c), r, a7 * c), r, a6 * c)
+    q = fma(fma(fma(fma(q, r, a5 * c), r, a4 * c), r, a3 * c), r, a2 * c)
+    q = fma(fma(q, r, a1 * c), r, a0 * c)
+    return fma(fma(q, r, c), r, c)
+
+
+@njit(fastmath=False)
+def _exp32(x):
+    t = fma(x, np.float32(_LOG2E), _MAGIC32)  # n = round(x / ln2) in the low bits of t
+    nf = t - _MAGIC32
+    r = fma(-nf, _LN2_LO32, fma(-nf, _LN2_HI32, x))
+    n = _bits(t) - _MAGIC32_BITS
+    n1 = n >> 1  # 2**n as two factors: each stays a normal number
+    y = _poly32(r, 1.0) * _float32_from_bits((n1 + 127) << 23)
+    y = y * _float32_from_bits((n - n1 + 127) << 23)
+    y = _ZERO32 if x < _LO32 else y
+    return _INF32 if x > _HI32 else y
+
+
+@njit(fastmath=False)
+def _exp64(x):
+    t = fma(x, _LOG2E, _MAGIC64)
+    nf = t - _MAGIC64
+    r = fma(-nf, _LN2_LO64, fma(-nf, _LN2_HI64, x))
+    n = _bits(t) - _MAGIC64_BITS
+    n1 = n >> 1
+    y = _poly64(r, 1.0) * _float64_from_bits((n1 + 1023) << 52)
+    y = y * _float64_from_bits((n - n1 + 1023) << 52)
+    y = 0.0 if x < _LO64 else y
+    return math.inf if x > _HI64 else y
+
+
+@njit(fastmath=False)
+def _exp_sub32(x, m, s, s_lo, exact):
+    hi = x - m
+    lo = _ZERO32
+    if exact:  # TwoSum: x - m == hi + lo exactly
+        z = hi - x
+        lo = (x - (hi - z)) + (-m - z)
+    lowest = _LO32 / s  # (x - m) * s below LO gives 0; clamping keeps n >= -150
+    inside = hi > lowest
+    hi = hi if inside else lowest
+    if exact:
+        lo = lo if inside else _ZERO32  # also drops the NaN TwoSum gives for x = -inf
+    t = fma(hi, s * np.float32(_LOG2E), _MAGIC32)
+    nf = t - _MAGIC32
+    r = fma(hi, s, -(nf * _LN2_HI32))  # one rounding: nf * _LN2_HI32 is exact
+    if exact:
+        r = fma(hi, s_lo, r)  # (hi + lo) * (s + s_lo): 1/T carried to twice the precision
+    r = fma(-nf, _LN2_LO32, r)
+    if exact:
+        r = fma(lo, s, r)
+    scale = _float32_from_bits(_bits(t) + (_K32 + 127 - _MAGIC32_BITS) << 23)
+    return _poly32(r, 2.0**-_K32) * scale
+
+
+@njit(fastmath=False)
+def _exp_sub64(x, m, s, s_lo, exact):
+    hi = x - m
+    lo = 0.0
+    if exact:
+        z = hi - x
+        lo = (x - (hi - z)) + (-m - z)
+    lowest = _LO64 / s
+    inside = hi > lowest
+    hi = hi if inside else lowest
+    if exact:
+        lo = lo if inside else 0.0
+    t = fma(hi, s * _LOG2E, _MAGIC64)
+    nf = t - _MAGIC64
+    r = fma(hi, s, -(nf * _LN2_HI64))
+    if exact:
+        r = fma(hi, s_lo, r)
+    r = fma(-nf, _LN2_LO64, r)
+    if exact:
+        r = fma(lo, s, r)
+    scale = _float64_from_bits(_bits(t) + (_K64 + 1023 - _MAGIC64_BITS) << 52)
+    return _poly64(r, 2.0**-_K64) * scale
+
+
+# The public names are overloads that only pick the implementation by type: an overload's
+# body is compiled with its caller's fastmath flags, a called njit function with its own, so
+# all the arithmetic above lives in fastmath=False functions.
+
+
+def exp(x):  # pragma: no cover - the overload runs in jitted code
+    """exp(x) for a float32 or float64 scalar, within 2 ulp over the whole range."""
+    return math.exp(x)
+
+
+@overload(exp)
+def _exp_impl(x):
+    if x == types.float32:
+        return lambda x: _exp32(x)
+    if x == types.float64:
+        return lambda x: _exp64(x)
+    return None
+
+
+def exp_sub(x, m, s):  # pragma: no cover - the overload runs in jitted code
+    """exp((x - m) * s) for x <= m (m the row maximum, finite) and s > 0; x not NaN.
+
+    ``s`` is the inverse temperature as a pair of float64 ``(hi, lo)`` with hi + lo = 1/T
+    to twice float64 precision (``jitloss._args.check_temperature``), and x - m is taken
+    exactly (TwoSum), so the result is within 2 ulp of exp((x - m) / T) however far x lies
+    below m.  Use it for values that are stored (softmax, gradients).
+    """
+    return math.exp((x - m) * (s[0] + s[1]))
+
+
+@overload(exp_sub)
+def _exp_sub_impl(x, m, s):
+    if x == types.float32:
+
+        def exp_sub32(x, m, s):
+            hi = np.float32(s[0])
+            lo = np.float32((s[0] - np.float64(hi)) + s[1])
+            return _exp_sub32(x, np.float32(m), hi, lo, True)
+
+        return exp_sub32
+    if x == types.float64:
+        return lambda x, m, s: _exp_sub64(x, np.float64(m), s[0], s[1], True)
+    return None
+
+
+def exp_sub_term(x, m, s):  # pragma: no cover - the overload runs in jitted code
+    """exp_sub for the terms of a sum: x - m and 1/T rounded once, so the relative error
+    grows by about |x - m| / T * eps.  A term's weight in the sum, exp((x - m) / T), shrinks
+    much faster, so the sum keeps its accuracy (its error is the softmax-weighted mean of
+    |x - m| / T * eps)."""
+    return math.exp((x - m) * (s[0] + s[1]))
+
+
+@overload(exp_sub_term)
+def _exp_sub_term_impl(x, m, s):
+    if x == types.float32:
+        return lambda x, m, s: _exp_sub32(
+            x, np.float32(m), np.float32(s[0]), np.float32(0.0), False
+        )
+    if x == types.float64:
+        return lambda x, m, s: _exp_sub64(x, np.float64(m), s[0], 0.0, False)
+    return None
+
+
+# --- row primitives --------------------------------------------------------------------
+# A "row" is a 1-D C-contiguous view of the classes of one sample.  A loop that stores never
+# also reduces: with out aliasing x (in place) LLVM's vectorised loop may fall back to its
+# scalar version, which must give the same bits.  "Lanes" are the strided
+# layout: x3[o, :, i0:i0 + w] of a C-contiguous (outer, classes, inner) array, w samples side
+# by side; their loops run over the w contiguous lanes, so they vectorise too.
+_REDUCE = {"reassoc", "nsz", "contract"}
+BLOCK = 256  # float32 partial sums run over at most BLOCK terms before going to float64
+
+
+@njit(fastmath=_REDUCE)
+def row_dot(a, b):
+    """sum_j a[j] * b[j] in float64 (float32 products summed in blocks)."""
+    total = 0.0
+    for b0 in range(0, a.shape[0], BLOCK):
+        ab = a[b0 : b0 + BLOCK]
+        bb = b[b0 : b0 + BLOCK]
+        part = as_type_of(0.0, a)
+        for j in range(ab.shape[0]):
+            part += ab[j] * bb[j]
+        total += part
+    return total
+
+
+@njit(fastmath=_REDUCE)
+def row_sum(a):
+    """sum_j a[j] in float64 (float32 terms summed in blocks)."""
+    total = 0.0
+    for b0 in range(0, a.shape[0], BLOCK):
+        ab = a[b0 : b0 + BLOCK]
+        part = as_type_of(0.0, a)
+        for j in range(ab.shape[0]):
+            part += ab[j]
+        total += part
+    return total
+
+
+@njit(fastmath=_REDUCE)
+def row_max(x):
+    """max(x), NaN if any element is NaN, -inf for an empty row."""
+    m = as_type_of(-np.inf, x)
+    for j in range(x.shape[0]):
+        m = max_nan(m, x[j])
+    return m
+
+
+@njit(fastmath=_REDUCE)
+def row_exp_store(x, m, s, out):
+    """out[j] = exp((x[j] - m) * s); returns sum_j out[j] in float64.
+
+    The sum is a second loop over ``out`` (still in L1): a loop that stores and reduces
+    at once may run its scalar fallback when ``out`` is ``x`` (in place), which sums in
+    another order, and in-place results must equal the others bit for bit.
+    """
+    for j in range(x.shape[0]):
+        out[j] = exp_sub(x[j], m, s)
+    return row_sum(out)
+
+
+@njit(fastmath=_REDUCE)
+def row_sumexp(x, m, s):
+    """(rest, ties): sum of exp((x[j] - m) * s) over x[j] < m, and the count of x[j] == m.
+
+    Keeping the terms equal to 1 out of the sum lets log1p_rest form log(sum) without
+    losing the small terms (log_softmax near probability 1, cross-entropy near 0).
+    """
+    zero = as_type_of(0.0, x)
+    one = as_type_of(1.0, x)
+    rest = 0.0
+    ties = 0.0
+    for b0 in range(0, x.shape[0], BLOCK):
+        xb = x[b0 : b0 + BLOCK]
+        part = zero
+        count = zero
+        for j in range(xb.shape[0]):
+            v = xb[j]
+            e = exp_sub(v, m, s)
+            below = v < m
+            part += e if below else zero
+            count += zero if below else one
+        rest += part
+        ties += count
+    return rest, ties
+
+
+@njit
+def log1p_rest(rest, ties):
+    """log(sum_j exp(d_j)) from row_sumexp's (rest, ties): log1p of the terms beyond one."""
+    return math.log1p(rest + (ties - 1.0))
+
+
+@njit
+def row_lse(x, s):
+    """(m, L) with logsumexp(x * s) = m * s + L; m non-finite (NaN, +-inf) leaves L = 0."""
+    m = row_max(x)
+    if not math.isfinite(m):
+        return m, 0.0
+    rest, ties = row_sumexp(x, m, s)
+    return m, log1p_rest(rest, ties)
+
+
+@njit(fastmath=_REDUCE)
+def lanes_max(x3, o, i0, m):
+    """m[k] = max_j x3[o, j, i0 + k] (NaN-propagating) for the w = len(m) lanes."""
+    w = m.shape[0]
+    for k in range(w):
+        m[k] = as_type_of(-np.inf, x3)
+    for j in range(x3.shape[1]):
+        xr = x3[o, j, i0 : i0 + w]  # 1-D contiguous views: no negative-index checks
+        for k in range(w):
+            m[k] = max_nan(m[k], xr[k])
+
+
+@njit(fastmath=_REDUCE)
+def lanes_exp_store(x3, o, i0, m, s, out3, total):
+    """out3[o, j, i0 + k] = exp((x - m[k]) * s); total[k] = sum over j (float64)."""
+    w = m.shape[0]
+    for k in range(w):
+        total[k] = 0.0
+    for j in range(x3.shape[1]):
+        xr = x3[o, j, i0 : i0 + w]
+        outr = out3[o, j, i0 : i0 + w]
+        for k in range(w):
+            outr[k] = exp_sub(xr[k], m[k], s)
+        for k in range(w):  # a separate loop over the fresh row: both loops vectorise
+            total[k] += outr[k]
+
+
+@njit(fastmath=_REDUCE)
+def lanes_sumexp(x3, o, i0, m, s, rest, ties):
+    """row_sumexp for each of the w = len(m) lanes, into the float64 arrays rest and ties."""
+    w = m.shape[0]
+    zero = as_type_of(0.0, x3)
+    one = as_type_of(1.0, x3)
+    terms = np.empty(w, x3.dtype)
+    counts = np.empty(w, x3.dtype)
+    for k in range(w):
+        rest[k] = 0.0
+        ties[k] = 0.0
+    for j in range(x3.shape[1]):
+        xr = x3[o, j, i0 : i0 + w]
+        for k in range(w):
+            v = xr[k]
+            below = v < m[k]
+            terms[k] = exp_sub(v, m[k], s) if below else zero
+            counts[k] = zero if below else one
+        for k in range(w):
+            rest[k] += terms[k]
+            ties[k] += counts[k]
+
+
+@njit(fastmath=_REDUCE)
+def lanes_dot(a3, b3, o, i0, total):
+    """total[k] = sum_j a3[o, j, i0 + k] * b3[o, j, i0 + k] in float64."""
+    w = total.shape[0]
+    for k in range(w):
+        total[k] = 0.0
+    for j in range(a3.shape[1]):
+        ar = a3[o, j, i0 : i0 + w]
+        br = b3[o, j, i0 : i0 + w]
+        for k in range(w):
+            total[k] += ar[k] * br[k]
+
+
+@njit(fastmath=_REDUCE)
+def lanes_sum(a3, o, i0, total):
+    """total[k] = sum_j a3[o, j, i0 + k] in float64."""
+    w = total.shape[0]
+    for k in range(w):
+        total[k] = 0.0
+    for j in range(a3.shape[1]):
+        ar = a3[o, j, i0 : i0 + w]
+        for k in range(w):
+            total[k] += ar[k]

@@ -1,0 +1,468 @@
+"""CPU softmax family: launchers and kernels.
+
+Launchers take C-contiguous ``(outer, classes, inner)`` arrays prepared by the public
+layer (``jitloss.softmax``), allocate what is not given, choose serial or parallel and
+the layout: ``inner == 1`` runs the row kernels over ``(outer, classes)`` rows, anything
+else the lane kernels, which stride over the classes and vectorise over ``inner``.
+``s`` is ``1 / temperature`` as a float64 pair ``(hi, lo)`` (see
+``jitloss._args.check_temperature``) throughout.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from . import lane_width, launch
+from ._math import (
+    as_type_of,
+    exp,
+    exp_sub,
+    lanes_dot,
+    lanes_exp_store,
+    lanes_max,
+    lanes_sum,
+    lanes_sumexp,
+    log1p_rest,
+    max_nan,
+    row_dot,
+    row_exp_store,
+    row_lse,
+    row_max,
+    row_sum,
+)
+
+_ELEMENTWISE = {"contract", "nsz"}
+
+# --- launchers -----------------------------------------------------------------------------
+
+
+def _empty(shape, dtype, out):
+    return np.empty(shape, dtype) if out is None else out
+
+
+def softmax(x3, s, out3=None):
+    """exp((x - max) * s) / sum(...) over axis 1 of x3; returns out3."""
+    out3 = _empty(x3.shape, x3.dtype, out3)
+    with launch(x3.size) as parallel:
+        if x3.shape[2] == 1:
+            _softmax_rows(_rows(x3), _rows(out3), s, parallel)
+        else:
+            w = lane_width(x3.shape[1], x3.itemsize)
+            _softmax_lanes(x3, out3, s, w, parallel)
+    return out3
+
+
+def log_softmax(x3, s, out3=None):
+    """(x - max) * s - log(sum(exp((x - max) * s))) over axis 1 of x3; returns out3."""
+    out3 = _empty(x3.shape, x3.dtype, out3)
+    with launch(x3.size) as parallel:
+        if x3.shape[2] == 1:
+            _log_softmax_rows(_rows(x3), _rows(out3), s, parallel)
+        else:
+            w = lane_width(x3.shape[1], x3.itemsize)
+            _log_softmax_lanes(x3, out3, s, w, parallel)
+    return out3
+
+
+def logsumexp(x3, out2=None):
+    """log(sum(exp(x))) over axis 1 of x3, into the (outer, inner) array out2."""
+    out2 = _empty((x3.shape[0], x3.shape[2]), x3.dtype, out2)
+    with launch(x3.size) as parallel:
+        if x3.shape[2] == 1:
+            _logsumexp_rows(_rows(x3), out2[:, 0], parallel)
+        else:
+            w = lane_width(x3.shape[1], x3.itemsize)
+            _logsumexp_lanes(x3, out2, w, parallel)
+    return out2
+
+
+def logsumexp_b(x3, b3, return_sign, out2=None, sign2=None):
+    """log|sum(b * exp(x))| over axis 1 and its sign (SciPy's rules); returns (out2, sign2).
+
+    Without ``return_sign`` a negative sum gives NaN.  ``b3`` has x3's shape and dtype.
+    """
+    shape2 = (x3.shape[0], x3.shape[2])
+    out2 = _empty(shape2, x3.dtype, out2)
+    sign2 = _empty(shape2, x3.dtype, sign2)
+    with launch(x3.size) as parallel:
+        _logsumexp_b_lanes(x3, b3, out2, sign2, return_sign, parallel)
+    return out2, sign2
+
+
+def softmax_backward(y3, dy3, s, out3=None):
+    """y * (dy - sum(dy * y)) * s over axis 1; returns out3."""
+    out3 = _empty(y3.shape, y3.dtype, out3)
+    with launch(y3.size) as parallel:
+        if y3.shape[2] == 1:
+            _softmax_backward_rows(_rows(y3), _rows(dy3), _rows(out3), s, parallel)
+        else:
+            w = lane_width(y3.shape[1], y3.itemsize)
+            _softmax_backward_lanes(y3, dy3, out3, s, w, parallel)
+    return out3
+
+
+def log_softmax_backward(logp3, dy3, s, out3=None):
+    """(dy - exp(logp) * sum(dy)) * s over axis 1; returns out3."""
+    out3 = _empty(logp3.shape, logp3.dtype, out3)
+    with launch(logp3.size) as parallel:
+        if logp3.shape[2] == 1:
+            _log_softmax_backward_rows(_rows(logp3), _rows(dy3), _rows(out3), s, parallel)
+        else:
+            w = lane_width(logp3.shape[1], logp3.itemsize)
+            _log_softmax_backward_lanes(logp3, dy3, out3, s, w, parallel)
+    return out3
+
+
+def _rows(a3):
+    return a3.reshape(a3.shape[0], a3.shape[1])
+
+
+# --- row kernels (classes contiguous) ---------------------------------------------------
+
+
+@njit(fastmath=_ELEMENTWISE)
+def _softmax_row(x, out, s):
+    m = row_max(x)
+    if math.isfinite(m):
+        inv = as_type_of(1.0 / row_exp_store(x, m, s, out), x)
+        for j in range(x.shape[0]):
+            out[j] *= inv
+    else:  # NaN in the row, +inf, or all -inf
+        for j in range(x.shape[0]):
+            out[j] = np.nan
+
+
+@njit(parallel=True, cache=True)
+def _softmax_rows(x2, out2, s, parallel):
+    # y_j = exp((x_j - m) s) / sum_k exp((x_k - m) s),  m = max_k x_k,  s = 1 / T
+    # gradient: dx = y * (dy - sum(dy * y)) * s  (_softmax_backward_rows)
+    if parallel:
+        for i in prange(x2.shape[0]):
+            _softmax_row(x2[i], out2[i], s)
+    else:
+        for i in range(x2.shape[0]):
+            _softmax_row(x2[i], out2[i], s)
+
+
+@njit(fastmath=_ELEMENTWISE)
+def _log_softmax_row(x, out, s):
+    m, lse = row_lse(x, s)
+    if math.isfinite(m):
+        sm = as_type_of(s[0], x)
+        lsm = as_type_of(lse, x)
+        for j in range(x.shape[0]):
+            out[j] = (x[j] - m) * sm - lsm
+    else:
+        for j in range(x.shape[0]):
+            out[j] = np.nan
+
+
+@njit(parallel=True, cache=True)
+def _log_softmax_rows(x2, out2, s, parallel):
+    # y_j = (x_j - m) s - log1p(sum_{k != argmax} exp((x_k - m) s)),  m = max_k x_k
+    # gradient: dx = (dy - exp(y) * sum(dy)) * s  (_log_softmax_backward_rows)
+    if parallel:
+        for i in prange(x2.shape[0]):
+            _log_softmax_row(x2[i], out2[i], s)
+    else:
+        for i in range(x2.shape[0]):
+            _log_softmax_row(x2[i], out2[i], s)
+
+
+@njit
+def _lse_row(x):
+    m, lse = row_lse(x, (1.0, 0.0))
+    return m + lse if math.isfinite(m) else m  # NaN, +inf and -inf rows give themselves
+
+
+@njit(parallel=True, cache=True)
+def _logsumexp_rows(x2, out1, parallel):
+    # lse = m + log1p(sum_{k != argmax} exp(x_k - m)),  m = max_k x_k
+    # gradient: d lse / dx = softmax(x)
+    if parallel:
+        for i in prange(x2.shape[0]):
+            out1[i] = _lse_row(x2[i])
+    else:
+        for i in range(x2.shape[0]):
+            out1[i] = _lse_row(x2[i])
+
+
+@njit(fastmath=_ELEMENTWISE)
+def _softmax_backward_row(y, dy, out, s):
+    dot = as_type_of(row_dot(dy, y), y)
+    sm = as_type_of(s[0], y)
+    for j in range(y.shape[0]):
+        out[j] = y[j] * (dy[j] - dot) * sm
+
+
+@njit(parallel=True, cache=True)
+def _softmax_backward_rows(y2, dy2, out2, s, parallel):
+    # y = softmax(x s):  dx_j = y_j (dy_j - sum_k dy_k y_k) s
+    # (the vector-Jacobian product of softmax; linear in dy)
+    if parallel:
+        for i in prange(y2.shape[0]):
+            _softmax_backward_row(y2[i], dy2[i], out2[i], s)
+    else:
+        for i in range(y2.shape[0]):
+            _softmax_backward_row(y2[i], dy2[i], out2[i], s)
+
+
+@njit(fastmath=_ELEMENTWISE)
+def _log_softmax_backward_row(logp, dy, out, s):
+    total = as_type_of(row_sum(dy), logp)
+    sm = as_type_of(s[0], logp)
+    for j in range(logp.shape[0]):
+        out[j] = (dy[j] - exp(logp[j]) * total) * sm
+
+
+@njit(parallel=True, cache=True)
+def _log_softmax_backward_rows(logp2, dy2, out2, s, parallel):
+    # logp = log_softmax(x s):  dx_j = (dy_j - exp(logp_j) sum_k dy_k) s
+    # (the vector-Jacobian product of log_softmax; linear in dy)
+    if parallel:
+        for i in prange(logp2.shape[0]):
+            _log_softmax_backward_row(logp2[i], dy2[i], out2[i], s)
+    else:
+        for i in range(logp2.shape[0]):
+            _log_softmax_backward_row(logp2[i], dy2[i], out2[i], s)
+
+
+# --- lane kernels (classes strided, inner contiguous) ---------------------------------------
+# Task t covers outer index t // nb and lanes [i0, i0 + w) with i0 = (t % nb) * width.
+
+
+@njit(fastmath=_ELEMENTWISE)
+def _softmax_lane_block(x3, out3, s, o, i0, w):
+    m = np.empty(w, x3.dtype)
+    total = np.empty(w, np.float64)
+    lanes_max(x3, o, i0, m)
+    lanes_exp_store(x3, o, i0, m, s, out3, total)
+    inv = np.empty(w, x3.dtype)
+    for k in range(w):
+        inv[k] = 1.0 / total[k] if math.isfinite(m[k]) else np.nan
+    for j in range(x3.shape[1]):
+        outr = out3[o, j, i0 : i0 + w]
+        for k in range(w):
+            outr[k] *= inv[k]
+
+
+@njit(parallel=True, cache=True)
+def _softmax_lanes(x3, out3, s, width, parallel):
+    # y_j = exp((x_j - m) s) / sum_k exp((x_k - m) s) along axis 1, lane by lane
+    # gradient: dx = y * (dy - sum(dy * y)) * s  (_softmax_backward_lanes)
+    nb = (x3.shape[2] + width - 1) // width
+    if parallel:
+        for t in prange(x3.shape[0] * nb):
+            i0 = (t % nb) * width
+            _softmax_lane_block(x3, out3, s, t // nb, i0, min(width, x3.shape[2] - i0))
+    else:
+        for t in range(x3.shape[0] * nb):
+            i0 = (t % nb) * width
+            _softmax_lane_block(x3, out3, s, t // nb, i0, min(width, x3.shape[2] - i0))
+
+
+@njit(fastmath=_ELEMENTWISE)
+def _lse_lane_block(x3, o, i0, w, s, m, lse):
+    """m[k] and lse[k] = log(sum_j exp((x - m[k]) s)) for each lane (0 where m is not finite)."""
+    rest = np.empty(w, np.float64)
+    ties = np.empty(w, np.float64)
+    lanes_max(x3, o, i0, m)
+    lanes_sumexp(x3, o, i0, m, s, rest, ties)
+    for k in range(w):
+        lse[k] = log1p_rest(rest[k], ties[k]) if math.isfinite(m[k]) else 0.0
+
+
+@njit(fastmath=_ELEMENTWISE)
+def _log_softmax_lane_block(x3, out3, s, o, i0, w):
+    m = np.empty(w, x3.dtype)
+    lse = np.empty(w, np.float64)
+    _lse_lane_block(x3, o, i0, w, s, m, lse)
+    sm = as_type_of(s[0], x3)
+    lsm = np.empty(w, x3.dtype)
+    for k in range(w):
+        lsm[k] = lse[k] if math.isfinite(m[k]) else np.nan
+    for j in range(x3.shape[1]):
+        xr = x3[o, j, i0 : i0 + w]
+        outr = out3[o, j, i0 : i0 + w]
+        for k in range(w):
+            outr[k] = (xr[k] - m[k]) * sm - lsm[k]
+
+
+@njit(parallel=True, cache=True)
+def _log_softmax_lanes(x3, out3, s, width, parallel):
+    # y_j = (x_j - m) s - log(sum_k exp((x_k - m) s)) along axis 1, lane by lane
+    # gradient: dx = (dy - exp(y) * sum(dy)) * s  (_log_softmax_backward_lanes)
+    nb = (x3.shape[2] + width - 1) // width
+    if parallel:
+        for t in prange(x3.shape[0] * nb):
+            i0 = (t % nb) * width
+            _log_softmax_lane_block(x3, out3, s, t // nb, i0, min(width, x3.shape[2] - i0))
+    else:
+        for t in range(x3.shape[0] * nb):
+            i0 = (t % nb) * width
+            _log_softmax_lane_block(x3, out3, s, t // nb, i0, min(width, x3.shape[2] - i0))
+
+
+@njit
+def _logsumexp_lane_block(x3, out2, o, i0, w):
+    m = np.empty(w, x3.dtype)
+    lse = np.empty(w, np.float64)
+    _lse_lane_block(x3, o, i0, w, (1.0, 0.0), m, lse)
+    for k in range(w):
+        out2[o, i0 + k] = m[k] + lse[k] if math.isfinite(m[k]) else m[k]
+
+
+@njit(parallel=True, cache=True)
+def _logsumexp_lanes(x3, out2, width, parallel):
+    # lse = m + log(sum_k exp(x_k - m)) along axis 1, lane by lane
+    # gradient: d lse / dx = softmax(x)
+    nb = (x3.shape[2] + width - 1) // width
+    if parallel:
+        for t in prange(x3.shape[0] * nb):
+            i0 = (t % nb) * width
+            _logsumexp_lane_block(x3, out2, t // nb, i0, min(width, x3.shape[2] - i0))
+    else:
+        for t in range(x3.shape[0] * nb):
+            i0 = (t % nb) * width
+            _logsumexp_lane_block(x3, out2, t // nb, i0, min(width, x3.shape[2] - i0))
+
+
+@njit(fastmath=_ELEMENTWISE)
+def _softmax_backward_lane_block(y3, dy3, out3, s, o, i0, w):
+    dot = np.empty(w, np.float64)
+    lanes_dot(dy3, y3, o, i0, dot)
+    d = np.empty(w, y3.dtype)
+    for k in range(w):
+        d[k] = dot[k]
+    sm = as_type_of(s[0], y3)
+    for j in range(y3.shape[1]):
+        yr = y3[o, j, i0 : i0 + w]
+        dyr = dy3[o, j, i0 : i0 + w]
+        outr = out3[o, j, i0 : i0 + w]
+        for k in range(w):
+            outr[k] = yr[k] * (dyr[k] - d[k]) * sm
+
+
+@njit(parallel=True, cache=True)
+def _softmax_backward_lanes(y3, dy3, out3, s, width, parallel):
+    # y = softmax(x s) along axis 1:  dx_j = y_j (dy_j - sum_k dy_k y_k) s
+    # (the vector-Jacobian product of softmax; linear in dy)
+    nb = (y3.shape[2] + width - 1) // width
+    if parallel:
+        for t in prange(y3.shape[0] * nb):
+            i0 = (t % nb) * width
+            _softmax_backward_lane_block(
+                y3, dy3, out3, s, t // nb, i0, min(width, y3.shape[2] - i0)
+            )
+    else:
+        for t in range(y3.shape[0] * nb):
+            i0 = (t % nb) * width
+            _softmax_backward_lane_block(
+                y3, dy3, out3, s, t // nb, i0, min(width, y3.shape[2] - i0)
+            )
+
+
+@njit(fastmath=_ELEMENTWISE)
+def _log_softmax_backward_lane_block(logp3, dy3, out3, s, o, i0, w):
+    total = np.empty(w, np.float64)
+    lanes_sum(dy3, o, i0, total)
+    t = np.empty(w, logp3.dtype)
+    for k in range(w):
+        t[k] = total[k]
+    sm = as_type_of(s[0], logp3)
+    for j in range(logp3.shape[1]):
+        lr = logp3[o, j, i0 : i0 + w]
+        dyr = dy3[o, j, i0 : i0 + w]
+        outr = out3[o, j, i0 : i0 + w]
+        for k in range(w):
+            outr[k] = (dyr[k] - exp(lr[k]) * t[k]) * sm
+
+
+@njit(parallel=True, cache=True)
+def _log_softmax_backward_lanes(logp3, dy3, out3, s, width, parallel):
+    # logp = log_softmax(x s) along axis 1:  dx_j = (dy_j - exp(logp_j) sum_k dy_k) s
+    # (the vector-Jacobian product of log_softmax; linear in dy)
+    nb = (logp3.shape[2] + width - 1) // width
+    if parallel:
+        for t in prange(logp3.shape[0] * nb):
+            i0 = (t % nb) * width
+            _log_softmax_backward_lane_block(
+                logp3, dy3, out3, s, t // nb, i0, min(width, logp3.shape[2] - i0)
+            )
+    else:
+        for t in range(logp3.shape[0] * nb):
+            i0 = (t % nb) * width
+            _log_softmax_backward_lane_block(
+                logp3, dy3, out3, s, t // nb, i0, min(width, logp3.shape[2] - i0)
+            )
+
+
+# --- logsumexp with weights b (SciPy's semantics), lanes of width 1 or more ---------------
+
+
+@njit
+def _lse_b_lane(x3, b3, o, i, return_sign):
+    # lse = log|sum_j b_j exp(x_j)| with terms of b_j == 0 left out (even if x_j is inf/NaN);
+    # sign = sign of the sum.  The maximal terms are kept apart: lse = m + log|mb| + log1p(r/mb).
+    # gradient: d lse / dx_j = b_j exp(x_j - lse) * sign
+    C = x3.shape[1]
+    m = -np.inf
+    for j in range(C):
+        if b3[o, j, i] != 0:
+            m = max_nan(m, np.float64(x3[o, j, i]))
+    if math.isnan(m):
+        return np.nan, np.nan
+    if m == -np.inf:
+        return -np.inf, 0.0
+    if m == np.inf:  # direct sum: +-inf, or NaN when infinities of both signs meet
+        total = 0.0
+        for j in range(C):
+            bj = np.float64(b3[o, j, i])
+            if bj != 0 and x3[o, j, i] == np.inf:
+                total += bj * np.inf
+        sign = np.nan if math.isnan(total) else (1.0 if total > 0 else -1.0)
+    else:
+        mb = 0.0
+        rest = 0.0
+        for j in range(C):
+            bj = np.float64(b3[o, j, i])
+            if bj != 0:
+                v = np.float64(x3[o, j, i])
+                if v == m:
+                    mb += bj
+                else:
+                    rest += bj * exp_sub(x3[o, j, i], as_type_of(m, x3), (1.0, 0.0))
+        if mb != 0.0:
+            r = rest / mb
+            sign = (1.0 if r + 1.0 > 0 else (-1.0 if r + 1.0 < 0 else 0.0)) * (
+                1.0 if mb > 0 else -1.0
+            )
+            if r < -1.0:
+                r = -r - 2.0
+            total = m + math.log(abs(mb)) + math.log1p(r)
+        else:
+            sign = 1.0 if rest > 0 else (-1.0 if rest < 0 else 0.0)
+            total = m + math.log(abs(rest)) if rest != 0 else -np.inf
+    if not return_sign and sign < 0:
+        total = np.nan
+    return total, sign
+
+
+@njit(parallel=True, cache=True)
+def _logsumexp_b_lanes(x3, b3, out2, sign2, return_sign, parallel):
+    # out = log|sum_j b_j exp(x_j)| along axis 1 (SciPy's logsumexp with b), sign2 its sign
+    # gradient: d out / dx_j = b_j exp(x_j - out) * sign
+    n = x3.shape[0] * x3.shape[2]
+    if parallel:
+        for t in prange(n):
+            o = t // x3.shape[2]
+            i = t % x3.shape[2]
+            out2[o, i], sign2[o, i] = _lse_b_lane(x3, b3, o, i, return_sign)
+    else:
+        for t in range(n):
+            o = t // x3.shape[2]
+            i = t % x3.shape[2]
+            out2[o, i], sign2[o, i] = _lse_b_lane(x3, b3, o, i, return_sign)

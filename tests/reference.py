@@ -1,0 +1,123 @@
+"""Independent float64 references for the tests: NumPy/SciPy formulas and mpmath.
+
+Nothing here imports jitloss.  Each reference is the textbook formula evaluated in float64
+(or in mpmath at 100 digits), written for clarity, not speed.
+"""
+
+from __future__ import annotations
+
+import mpmath
+import numpy as np
+import scipy.special
+
+mpmath.mp.dps = 100
+
+
+def f64(x):
+    return np.asarray(x, dtype=np.float64)
+
+
+# --- softmax family ------------------------------------------------------------------
+
+
+def softmax(x, axis=-1, temperature=1.0):
+    return scipy.special.softmax(f64(x) / temperature, axis=axis)
+
+
+def log_softmax(x, axis=-1, temperature=1.0):
+    """(x - m) - log1p(sum of exp(x - m) over all but one maximal element), in float64.
+
+    scipy.special.log_softmax takes the log of the whole sum, which rounds
+    log_softmax([0, -40])[0] to 0 instead of -4.25e-18; this keeps the small terms.
+    """
+    x = f64(x) / temperature
+    axes = tuple(range(x.ndim)) if axis is None else np.atleast_1d(axis)
+    axes = tuple(int(a) % max(x.ndim, 1) for a in axes)
+    moved = np.moveaxis(x, axes, tuple(range(-len(axes), 0))) if axes else x[..., None]
+    flat = moved.reshape(moved.shape[: moved.ndim - max(len(axes), 1)] + (-1,))
+    with np.errstate(invalid="ignore", over="ignore"):
+        m = flat.max(axis=-1, keepdims=True)
+        d = flat - m
+        e = np.exp(d)
+        first = np.argmax(flat, axis=-1)[..., None]
+        np.put_along_axis(e, first, 0.0, axis=-1)
+        y = d - np.log1p(e.sum(axis=-1, keepdims=True))
+    y = y.reshape(moved.shape)
+    return np.moveaxis(y, tuple(range(-len(axes), 0)), axes) if axes else y[..., 0]
+
+
+def logsumexp(x, axis=-1, b=None, keepdims=False, return_sign=False):
+    return scipy.special.logsumexp(
+        f64(x), axis=axis, b=None if b is None else f64(b), keepdims=keepdims,
+        return_sign=return_sign,
+    )
+
+
+def softmax_backward(y, dy, axis=-1, temperature=1.0):
+    """dx = J^T dy with the softmax Jacobian J = diag(y) - y y^T, built row by row."""
+    y = np.moveaxis(f64(y), axis, -1)
+    dy = np.moveaxis(f64(dy), axis, -1)
+    out = np.empty_like(y)
+    for idx in np.ndindex(y.shape[:-1]):
+        yr = y[idx]
+        jac = np.diag(yr) - np.outer(yr, yr)
+        out[idx] = jac.T @ dy[idx] / temperature
+    return np.moveaxis(out, -1, axis)
+
+
+def log_softmax_backward(logp, dy, axis=-1, temperature=1.0):
+    """dx = J^T dy with the log-softmax Jacobian J = I - 1 p^T, built row by row."""
+    logp = np.moveaxis(f64(logp), axis, -1)
+    dy = np.moveaxis(f64(dy), axis, -1)
+    out = np.empty_like(logp)
+    n = logp.shape[-1]
+    for idx in np.ndindex(logp.shape[:-1]):
+        p = np.exp(logp[idx])
+        jac = np.eye(n) - np.outer(np.ones(n), p)
+        out[idx] = jac.T @ dy[idx] / temperature
+    return np.moveaxis(out, -1, axis)
+
+
+# --- mpmath (for the ulp tests) -------------------------------------------------------
+
+
+def mp_softmax_row(row, temperature=1.0):
+    """Softmax and log-softmax of one row with 100-digit arithmetic, as mpf lists."""
+    t = mpmath.mpf(temperature)
+    xs = [mpmath.mpf(float(v)) / t for v in row]
+    m = max(xs)
+    top = xs.index(m)
+    es = [mpmath.exp(v - m) for v in xs]
+    # log(sum) as log1p of the terms beyond the maximal one: at 100 digits, 1 + 1e-94 would
+    # keep only 6 digits of the small part
+    log_s = mpmath.log1p(mpmath.fsum(e for k, e in enumerate(es) if k != top))
+    s = 1 + mpmath.fsum(e for k, e in enumerate(es) if k != top)
+    return [e / s for e in es], [v - m - log_s for v in xs]
+
+
+def ulp_error(got, exact, dtype):
+    """|got - exact| in units of the last place of exact rounded to dtype (mpf exact)."""
+    dtype = np.dtype(dtype)
+    rounded = dtype.type(float(exact))
+    if rounded == 0:
+        spacing = float(np.finfo(dtype).smallest_subnormal)
+    else:
+        spacing = float(np.spacing(abs(rounded)))
+    return float(abs(mpmath.mpf(float(got)) - exact)) / spacing
+
+
+def finite_difference(f, x, dy, eps=1e-6):
+    """Directional derivatives: sum(dy * f(x + eps e_i)) - ... for each element i (float64)."""
+    x = f64(x).copy()
+    grad = np.empty_like(x)
+    flat = x.reshape(-1)
+    g = grad.reshape(-1)
+    for i in range(flat.size):
+        old = flat[i]
+        flat[i] = old + eps
+        up = np.sum(dy * f(x))
+        flat[i] = old - eps
+        down = np.sum(dy * f(x))
+        flat[i] = old
+        g[i] = (up - down) / (2 * eps)
+    return grad

@@ -1,0 +1,649 @@
+"""Tests of the softmax family on the CPU against independent float64 references."""
+
+from __future__ import annotations
+
+import threading
+
+import hypothesis.extra.numpy as hnp
+import mpmath
+import numba
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import jitloss
+import jitloss.cpu
+import reference as ref
+
+FORWARD = {
+    "softmax": (jitloss.softmax, ref.softmax),
+    "log_softmax": (jitloss.log_softmax, ref.log_softmax),
+}
+DTYPES = [np.float16, np.float32, np.float64]
+RTOL = {np.float16: 2e-3, np.float32: 2e-6, np.float64: 1e-13}
+
+
+def _rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+def assert_close(got, want, dtype, atol=0.0):
+    want = np.asarray(want)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(
+        got.astype(np.float64), want, rtol=RTOL[np.dtype(dtype).type], atol=atol
+    )
+
+
+# --- the seeds' cases (docstring examples) ---------------------------------------------
+
+
+def test_seed_huge_magnitudes_softmax_is_one_hot():
+    y = jitloss.softmax([2345, 3456, 6543, -6789, -9234])
+    np.testing.assert_array_equal(y, [0, 0, 1, 0, 0])
+    assert y.dtype == np.float64
+
+
+def test_seed_log_softmax_of_distant_values_is_finite():
+    y = jitloss.log_softmax([1000.0, 1.0])
+    assert np.isfinite(y).all()
+    np.testing.assert_allclose(y, [0.0, -999.0], atol=1e-12)
+
+
+def test_seed_softmax_axis0_columns_sum_to_one():
+    x = _rng().standard_normal((5, 7))
+    np.testing.assert_allclose(jitloss.softmax(x, axis=0).sum(axis=0), 1.0, rtol=1e-14)
+
+
+def test_log_softmax_keeps_tiny_log_of_probability_near_one():
+    # log(1 / (1 + e^-40)) = -log1p(e^-40) = -4.248354255291589e-18; a log of the whole sum
+    # rounds 1 + e^-40 to 1 and returns 0.
+    exact = -mpmath.log1p(mpmath.exp(-40))
+    got = jitloss.log_softmax([0.0, -40.0])
+    assert ref.ulp_error(got[0], exact, np.float64) <= 1
+    assert got[0] != 0.0
+    lse = jitloss.logsumexp([0.0, -40.0])
+    assert lse == pytest.approx(float(mpmath.log1p(mpmath.exp(-40))), rel=1e-15)
+
+
+# --- agreement with SciPy ---------------------------------------------------------------
+
+AXES_3D = [0, 1, 2, -1, -2, -3, (0, 1), (1, 2), (0, 2), (0, 1, 2), (2, 0), None, ()]
+
+
+@pytest.mark.parametrize("name", FORWARD)
+@pytest.mark.parametrize("axis", AXES_3D)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_forward_matches_scipy_every_axis(name, axis, dtype):
+    fn, reference = FORWARD[name]
+    x = (_rng().standard_normal((3, 4, 5)) * 3).astype(dtype)
+    got = fn(x, axis=axis)
+    assert got.dtype == dtype
+    want = reference(x, axis=axis)
+    assert_close(got, want, dtype, atol=1e-7 if dtype == np.float64 else 1e-6)
+
+
+@pytest.mark.parametrize("axis", AXES_3D)
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_logsumexp_matches_scipy_every_axis(axis, keepdims):
+    x = _rng(1).standard_normal((3, 4, 5)) * 5
+    got = jitloss.logsumexp(x, axis=axis, keepdims=keepdims)
+    want = ref.logsumexp(x, axis=axis, keepdims=keepdims)
+    np.testing.assert_allclose(got, want, rtol=1e-14)
+    assert np.shape(got) == np.shape(want)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int32, np.int64, np.uint16, np.bool_])
+def test_integer_and_bool_inputs_compute_in_float64(dtype):
+    x = _rng().integers(0, 2 if dtype == np.bool_ else 50, size=(4, 6)).astype(dtype)
+    for name, (fn, reference) in FORWARD.items():
+        got = fn(x)
+        assert got.dtype == np.float64, name
+        np.testing.assert_allclose(got, reference(x), rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(jitloss.logsumexp(x), ref.logsumexp(x), rtol=1e-14)
+
+
+def test_lists_and_scalars_are_accepted():
+    np.testing.assert_allclose(jitloss.softmax([[1, 2], [3, 5]]), ref.softmax([[1, 2], [3, 5]]))
+    assert jitloss.softmax(3.0, axis=None) == 1.0
+    assert jitloss.logsumexp(3.0, axis=None) == 3.0
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda a: np.asfortranarray(a), id="fortran"),
+        pytest.param(lambda a: a[:, ::2, :], id="sliced"),
+        pytest.param(lambda a: a[::-1], id="reversed"),
+        pytest.param(lambda a: a.transpose(2, 0, 1), id="transposed"),
+        pytest.param(lambda a: np.swapaxes(a, 0, 1), id="swapped"),
+    ],
+)
+@pytest.mark.parametrize("axis", [0, 1, -1, (0, 2), None])
+def test_non_contiguous_layouts(make, axis):
+    x = make(_rng(2).standard_normal((6, 8, 10)))
+    for name, (fn, reference) in FORWARD.items():
+        got = fn(x, axis=axis)
+        np.testing.assert_allclose(got, reference(x, axis=axis), rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(
+        jitloss.logsumexp(x, axis=axis), ref.logsumexp(x, axis=axis), rtol=1e-13
+    )
+
+
+def test_output_keeps_input_memory_layout():
+    x = np.asfortranarray(_rng().standard_normal((7, 9)))
+    y = jitloss.softmax(x, axis=0)
+    assert y.flags.f_contiguous
+    np.testing.assert_allclose(y, ref.softmax(x, axis=0), rtol=1e-14)
+
+
+@pytest.mark.parametrize("shape", [(0,), (0, 5), (5, 0), (2, 0, 3)])
+def test_empty_arrays(shape):
+    x = np.zeros(shape)
+    assert jitloss.softmax(x).shape == shape
+    assert jitloss.log_softmax(x, axis=0).shape == shape
+    got = jitloss.logsumexp(x, axis=-1)
+    want = ref.logsumexp(x, axis=-1) if x.size or shape[-1] == 0 else np.zeros(shape[:-1])
+    np.testing.assert_array_equal(got, want)
+
+
+def test_logsumexp_of_empty_row_is_minus_inf():
+    assert jitloss.logsumexp(np.zeros(0)) == -np.inf
+
+
+# --- non-finite values (DESIGN.md) -------------------------------------------------------
+
+
+def test_all_minus_inf_row():
+    x = np.array([[-np.inf, -np.inf, -np.inf], [0.0, 1.0, 2.0]])
+    assert np.isnan(jitloss.softmax(x)[0]).all()
+    assert np.isnan(jitloss.log_softmax(x)[0]).all()
+    assert jitloss.logsumexp(x)[0] == -np.inf
+    np.testing.assert_allclose(jitloss.softmax(x)[1], ref.softmax(x[1]))
+
+
+def test_plus_inf_row():
+    x = np.array([[np.inf, 0.0, 1.0], [0.0, 1.0, 2.0]])
+    assert np.isnan(jitloss.softmax(x)[0]).all()
+    assert np.isnan(jitloss.log_softmax(x)[0]).all()
+    assert jitloss.logsumexp(x)[0] == np.inf
+    np.testing.assert_allclose(jitloss.log_softmax(x)[1], ref.log_softmax(x[1]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_nan_row_gives_nan_and_leaves_others_alone(dtype):
+    x = np.array([[np.nan, 0.0, 1.0], [0.0, 1.0, 2.0], [np.inf, np.nan, 1.0]], dtype)
+    for fn in (jitloss.softmax, jitloss.log_softmax):
+        y = fn(x)
+        assert np.isnan(y[0]).all() and np.isnan(y[2]).all()
+        assert np.isfinite(y[1]).all()
+    lse = jitloss.logsumexp(x)
+    assert np.isnan(lse[0]) and np.isnan(lse[2]) and np.isfinite(lse[1])
+
+
+def test_minus_inf_entries_give_exact_zeros():
+    y = jitloss.softmax([-np.inf, 0.0, -np.inf, 0.0])
+    np.testing.assert_array_equal(y, [0.0, 0.5, 0.0, 0.5])
+    assert jitloss.log_softmax([-np.inf, 0.0])[0] == -np.inf
+
+
+def test_non_finite_along_axis0_lanes():
+    x = np.zeros((3, 40))
+    x[:, 1] = -np.inf
+    x[0, 2] = np.inf
+    x[1, 3] = np.nan
+    y = jitloss.softmax(x, axis=0)
+    assert np.isnan(y[:, 1:4]).all()
+    np.testing.assert_allclose(y[:, 0], 1 / 3)
+    lse = jitloss.logsumexp(x, axis=0)
+    assert lse[1] == -np.inf and lse[2] == np.inf and np.isnan(lse[3])
+
+
+# --- accuracy ---------------------------------------------------------------------------
+
+CLASS_COUNTS = [1, 2, 3, 7, 100, 255, 256, 257, 1000, 4097, 65536, 1_000_000]
+
+
+@pytest.mark.parametrize("classes", CLASS_COUNTS)
+def test_float32_within_2e6_of_exact_for_any_number_of_classes(classes):
+    # "exact" = the float64 softmax of the same float32 input (error ~1e-15 << 2e-6)
+    rng = _rng(classes)
+    rows = 1 if classes > 10_000 else 3
+    x = (rng.standard_normal((rows, classes)) * rng.choice([1.0, 8.0, 30.0])).astype(np.float32)
+    x[0, 0] = x[0].max() + 20  # one dominant class, the others far below it
+    y = jitloss.softmax(x).astype(np.float64)
+    want = ref.softmax(x)
+    tiny = 2.0**-148  # subnormal float32 results carry only absolute accuracy
+    assert np.all(np.abs(y - want) <= 2e-6 * want + tiny)
+    logp = jitloss.log_softmax(x).astype(np.float64)
+    wantlog = ref.log_softmax(x)
+    assert np.all(np.abs(logp - wantlog) <= 2e-6 * np.abs(wantlog) + 1e-30)
+    lse = jitloss.logsumexp(x).astype(np.float64)
+    np.testing.assert_allclose(lse, ref.logsumexp(x), rtol=2e-7)
+
+
+def _extreme_rows(rng):
+    rows = [rng.standard_normal(n) * s for n, s in [(5, 1), (17, 10), (64, 3), (33, 100)]]
+    rows.append(np.array([0.0, -40.0]))
+    rows.append(np.array([700.0, 0.0, -30.0, 699.5]))  # spread near the float64 range
+    rows.append(np.array([1e300, 1e300 - 2e284, -1e300]))
+    rows.append(np.array([-745.0, 0.0, -708.0, -1.0]))  # subnormal results
+    rows.append(np.array([1e-300, -1e-300, 0.0]))
+    rows.append(np.array([3.0, 3.0, 3.0, 2.0]))  # ties at the maximum
+    return rows
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.5, 3.0])
+def test_float64_within_4_ulp_of_mpmath(temperature):
+    rng = _rng(7)
+    worst = 0.0
+    for row in _extreme_rows(rng):
+        sm, lsm = ref.mp_softmax_row(row, temperature)
+        y = jitloss.softmax(row, temperature=temperature)
+        ly = jitloss.log_softmax(row, temperature=temperature)
+        for j in range(len(row)):
+            worst = max(worst, ref.ulp_error(y[j], sm[j], np.float64))
+            if mpmath.isfinite(lsm[j]) and float(lsm[j]) != 0:
+                worst = max(worst, ref.ulp_error(ly[j], lsm[j], np.float64))
+    assert worst <= 4, worst
+
+
+def test_float64_logsumexp_within_2_ulp_of_mpmath():
+    rng = _rng(8)
+    for row in _extreme_rows(rng):
+        xs = [mpmath.mpf(float(v)) for v in row]
+        exact = mpmath.log(mpmath.fsum(mpmath.exp(v) for v in xs))
+        assert ref.ulp_error(jitloss.logsumexp(row), exact, np.float64) <= 2
+
+
+def test_float16_computes_in_float32():
+    x = (_rng().standard_normal((4, 300)) * 4).astype(np.float16)
+    y = jitloss.softmax(x)
+    assert y.dtype == np.float16
+    want = ref.softmax(x).astype(np.float16)  # correctly rounded float16 of the exact value
+    np.testing.assert_allclose(y.astype(np.float64), want.astype(np.float64), rtol=1e-3,
+                               atol=6e-8)
+
+
+# --- temperature --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("temperature", [0.25, 0.7, 2.0, 13.0])
+@pytest.mark.parametrize("axis", [-1, 0])
+def test_temperature(temperature, axis):
+    x = _rng(3).standard_normal((6, 9)) * 4
+    for name, (fn, reference) in FORWARD.items():
+        got = fn(x, axis=axis, temperature=temperature)
+        want = reference(x, axis=axis, temperature=temperature)
+        np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-300)
+
+
+# --- out= and in-place --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", FORWARD)
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_out_argument(name, order):
+    fn, reference = FORWARD[name]
+    x = np.asarray(_rng().standard_normal((5, 6)), order=order)
+    out = np.empty((5, 6), order="F" if order == "C" else "C")  # a different layout
+    res = fn(x, axis=0, out=out)
+    assert res is out
+    np.testing.assert_allclose(out, reference(x, axis=0), rtol=1e-14)
+
+
+@pytest.mark.parametrize("name", FORWARD)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("axis", [-1, 0])
+def test_in_place(name, dtype, axis):
+    fn, reference = FORWARD[name]
+    x = _rng().standard_normal((70, 600)).astype(dtype)
+    want = fn(x.copy(), axis=axis)
+    res = fn(x, axis=axis, out=x)
+    assert res is x
+    np.testing.assert_array_equal(x, want)
+
+
+def test_overlapping_out_is_computed_through_a_copy():
+    buf = _rng().standard_normal(12)
+    x = buf[:10]
+    want = ref.softmax(x)
+    jitloss.softmax(x, out=buf[2:])  # out overlaps x shifted by two
+    np.testing.assert_allclose(buf[2:], want, rtol=1e-14)
+
+
+def test_float16_out():
+    x = np.float16([1.0, 2.0, 3.0])
+    out = np.empty(3, np.float16)
+    jitloss.softmax(x, out=out)
+    np.testing.assert_allclose(out, ref.softmax(x), rtol=1e-3)
+
+
+def test_logsumexp_out_and_sign():
+    x = _rng().standard_normal((4, 5))
+    out = np.empty(4)
+    res = jitloss.logsumexp(x, out=out)
+    assert res is out
+    np.testing.assert_allclose(out, ref.logsumexp(x), rtol=1e-14)
+    out2 = np.empty((4, 1))
+    jitloss.logsumexp(x, axis=1, keepdims=True, out=out2)
+    np.testing.assert_allclose(out2[:, 0], ref.logsumexp(x), rtol=1e-14)
+
+
+# --- logsumexp with b and return_sign (SciPy's rules) --------------------------------------
+
+
+@pytest.mark.parametrize(
+    "x, b",
+    [
+        ([1.0, 2.0, 3.0], [1.0, 2.0, 3.0]),
+        ([1.0, 2.0], [1.0, -1.0]),
+        ([1.0, 2.0, 3.0], [1.0, -1.0, 0.5]),
+        ([1.0, 1.0], [1.0, -1.0]),  # cancels to 0
+        ([np.inf, 1.0], [1.0, 2.0]),
+        ([np.inf, np.inf], [1.0, -1.0]),  # inf - inf
+        ([np.nan, 1.0], [0.0, 1.0]),  # zero weight hides the NaN
+        ([np.inf, 1.0], [0.0, 1.0]),
+        ([-np.inf, -np.inf], [1.0, 1.0]),
+        ([3.0, 3.0, 1.0], [2.0, -2.0, 1.0]),  # maximal terms cancel
+        ([0.0, -40.0], [1.0, 1.0]),
+    ],
+)
+@pytest.mark.parametrize("return_sign", [False, True])
+def test_logsumexp_b_matches_scipy(x, b, return_sign):
+    got = jitloss.logsumexp(x, b=b, return_sign=return_sign)
+    with np.errstate(all="ignore"):
+        want = ref.logsumexp(x, b=b, return_sign=return_sign)
+    if return_sign:
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-14)
+        np.testing.assert_array_equal(got[1], want[1])
+    else:
+        np.testing.assert_allclose(got, want, rtol=1e-14)
+
+
+@pytest.mark.parametrize("axis", [0, 1, None, (0, 1)])
+def test_logsumexp_b_broadcasts(axis):
+    rng = _rng(4)
+    x = rng.standard_normal((3, 4))
+    b = rng.standard_normal(4)
+    got, sign = jitloss.logsumexp(x, axis=axis, b=b, return_sign=True)
+    want, wsign = ref.logsumexp(x, axis=axis, b=b, return_sign=True)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    np.testing.assert_array_equal(sign, wsign)
+
+
+def test_logsumexp_return_sign_without_b():
+    x = np.array([[0.0, 1.0], [-np.inf, -np.inf], [np.nan, 0.0]])
+    got, sign = jitloss.logsumexp(x, return_sign=True)
+    want, wsign = ref.logsumexp(x, axis=-1, return_sign=True)
+    np.testing.assert_allclose(got, want)
+    np.testing.assert_array_equal(sign, wsign)
+
+
+# --- backward functions -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+@pytest.mark.parametrize("axis", [-1, 0])
+def test_softmax_backward_against_finite_differences(temperature, axis):
+    rng = _rng(5)
+    x = rng.standard_normal((4, 5))
+    dy = rng.standard_normal((4, 5))
+    y = jitloss.softmax(x, axis=axis, temperature=temperature)
+    got = jitloss.softmax_backward(y, dy, axis=axis, temperature=temperature)
+    fd = ref.finite_difference(lambda v: ref.softmax(v, axis, temperature), x, dy)
+    np.testing.assert_allclose(got, fd, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(
+        got, ref.softmax_backward(y, dy, axis, temperature), rtol=1e-12, atol=1e-15
+    )
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+@pytest.mark.parametrize("axis", [-1, 0])
+def test_log_softmax_backward_against_finite_differences(temperature, axis):
+    rng = _rng(6)
+    x = rng.standard_normal((4, 5))
+    dy = rng.standard_normal((4, 5))
+    logp = jitloss.log_softmax(x, axis=axis, temperature=temperature)
+    got = jitloss.log_softmax_backward(logp, dy, axis=axis, temperature=temperature)
+    fd = ref.finite_difference(lambda v: ref.log_softmax(v, axis, temperature), x, dy)
+    np.testing.assert_allclose(got, fd, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(
+        got, ref.log_softmax_backward(logp, dy, axis, temperature), rtol=1e-12, atol=1e-15
+    )
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("axis", [-1, 1, (1, 2)])
+def test_backward_float32_and_lanes(dtype, axis):
+    rng = _rng(9)
+    x = rng.standard_normal((3, 40, 50)).astype(dtype)
+    dy = rng.standard_normal((3, 40, 50)).astype(dtype)
+    y = jitloss.softmax(x, axis=axis)
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    want = _backward_formula(y, dy, axis)
+    np.testing.assert_allclose(jitloss.softmax_backward(y, dy, axis=axis), want, rtol=rtol,
+                               atol=rtol * 1e-2)
+    logp = jitloss.log_softmax(x, axis=axis)
+    want = dy - np.exp(logp.astype(np.float64)) * dy.astype(np.float64).sum(axis, keepdims=True)
+    np.testing.assert_allclose(jitloss.log_softmax_backward(logp, dy, axis=axis), want,
+                               rtol=rtol, atol=rtol)
+
+
+def _backward_formula(y, dy, axis):
+    y = y.astype(np.float64)
+    dy = dy.astype(np.float64)
+    return y * (dy - (dy * y).sum(axis=axis, keepdims=True))
+
+
+def test_backward_in_place_into_dy():
+    rng = _rng(10)
+    y = jitloss.softmax(rng.standard_normal((8, 9)))
+    dy = rng.standard_normal((8, 9))
+    want = jitloss.softmax_backward(y, dy)
+    res = jitloss.softmax_backward(y, dy, out=dy)
+    assert res is dy
+    np.testing.assert_array_equal(dy, want)
+
+
+def test_backward_mixed_dtypes_promote():
+    y = jitloss.softmax(np.float32([1, 2, 3]))
+    g = jitloss.softmax_backward(y, np.float64([1, 0, 0]))
+    assert g.dtype == np.float64
+
+
+# --- properties (hypothesis) --------------------------------------------------------------
+
+_rows = hnp.arrays(
+    np.float64,
+    hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=6),
+    elements=st.floats(-1e3, 1e3, allow_nan=False),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_rows, st.floats(-500, 500))
+def test_shift_invariance(x, c):
+    np.testing.assert_allclose(jitloss.softmax(x + c), jitloss.softmax(x), rtol=1e-9,
+                               atol=1e-300)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_rows)
+def test_rows_sum_to_one(x):
+    y = jitloss.softmax(x, axis=0)
+    np.testing.assert_allclose(y.sum(axis=0), 1.0, rtol=1e-13)
+    assert (y >= 0).all() and (y <= 1).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(_rows)
+def test_log_softmax_is_x_minus_logsumexp(x):
+    want = x - jitloss.logsumexp(x, axis=-1, keepdims=True)
+    np.testing.assert_allclose(jitloss.log_softmax(x), want, rtol=1e-12, atol=1e-9)
+
+
+@settings(max_examples=40, deadline=None)
+@given(_rows.filter(lambda a: a.ndim >= 2), st.sampled_from([0, -1, None]))
+def test_hypothesis_matches_scipy(x, axis):
+    np.testing.assert_allclose(jitloss.softmax(x, axis=axis), ref.softmax(x, axis=axis),
+                               rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(jitloss.logsumexp(x, axis=axis), ref.logsumexp(x, axis=axis),
+                               rtol=1e-12)
+
+
+# --- inputs, threads, determinism ---------------------------------------------------------
+
+
+def test_inputs_are_never_modified_and_read_only_inputs_work():
+    rng = _rng(11)
+    x = rng.standard_normal((50, 700)).astype(np.float32)
+    dy = rng.standard_normal((50, 700)).astype(np.float32)
+    keep_x, keep_dy = x.copy(), dy.copy()
+    x.flags.writeable = False
+    dy.flags.writeable = False
+    for axis in (-1, 0):
+        y = jitloss.softmax(x, axis=axis)
+        jitloss.log_softmax(x, axis=axis)
+        jitloss.logsumexp(x, axis=axis, b=dy)
+        y.flags.writeable = False
+        jitloss.softmax_backward(y, dy, axis=axis)
+        jitloss.log_softmax_backward(y, dy, axis=axis)
+    np.testing.assert_array_equal(x, keep_x)
+    np.testing.assert_array_equal(dy, keep_dy)
+
+
+def _all_ops(x, dy, axis):
+    y = jitloss.softmax(x, axis=axis, temperature=0.7)
+    return [
+        y,
+        jitloss.log_softmax(x, axis=axis),
+        jitloss.logsumexp(x, axis=axis),
+        jitloss.softmax_backward(y, dy, axis=axis),
+        jitloss.log_softmax_backward(y, dy, axis=axis),
+    ]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("axis", [-1, 0])
+def test_bitwise_identical_with_1_and_2_threads(dtype, axis):
+    rng = _rng(12)
+    x = (rng.standard_normal((300, 333)) * 5).astype(dtype)  # > PARALLEL_MIN_ELEMENTS
+    dy = rng.standard_normal((300, 333)).astype(dtype)
+    assert x.size >= jitloss.cpu.PARALLEL_MIN_ELEMENTS
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = _all_ops(x, dy, axis)
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        two = _all_ops(x, dy, axis)
+    finally:
+        numba.set_num_threads(before)
+    for a, b in zip(one, two):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_serial_and_parallel_kernels_agree_bitwise(monkeypatch):
+    x = _rng(13).standard_normal((64, 600)).astype(np.float32)
+    dy = _rng(14).standard_normal((64, 600)).astype(np.float32)
+    monkeypatch.setattr(jitloss.cpu, "PARALLEL_MIN_ELEMENTS", 1 << 40)
+    serial = _all_ops(x, dy, -1) + _all_ops(x, dy, 0)
+    monkeypatch.setattr(jitloss.cpu, "PARALLEL_MIN_ELEMENTS", 1)
+    parallel = _all_ops(x, dy, -1) + _all_ops(x, dy, 0)
+    for a, b in zip(serial, parallel):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_eight_python_threads_at_once():
+    rng = _rng(15)
+    xs = [rng.standard_normal((200, 500)).astype(np.float32) for _ in range(8)]
+    want = [jitloss.softmax(x) for x in xs]
+    results = [None] * 8
+    errors = []
+    barrier = threading.Barrier(8)
+
+    def work(i):
+        try:
+            barrier.wait()
+            for _ in range(5):
+                results[i] = jitloss.softmax(xs[i])
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for got, w in zip(results, want):
+        np.testing.assert_array_equal(got, w)
+
+
+# --- errors -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+@pytest.mark.parametrize("bad", [0.0, -1.0, np.inf, np.nan])
+def test_bad_temperature(name, bad):
+    with pytest.raises(ValueError, match="temperature"):
+        getattr(jitloss, name)([1.0, 2.0], temperature=bad)
+
+
+def test_temperature_of_wrong_type():
+    with pytest.raises(TypeError, match="temperature"):
+        jitloss.softmax([1.0, 2.0], temperature="hot")
+
+
+@pytest.mark.parametrize(
+    "x", [np.array([1 + 2j]), np.array(["a", "b"]), np.array([object(), 1], dtype=object)]
+)
+def test_unsupported_dtypes(x):
+    with pytest.raises(TypeError, match="x"):
+        jitloss.softmax(x)
+
+
+@pytest.mark.parametrize("axis", [2, -3, (0, 5)])
+def test_axis_out_of_range(axis):
+    with pytest.raises(np.exceptions.AxisError, match="axis"):
+        jitloss.softmax(np.zeros((2, 3)), axis=axis)
+    with pytest.raises(np.exceptions.AxisError, match="axis"):
+        jitloss.logsumexp(np.zeros((2, 3)), axis=axis)
+
+
+def test_axis_repeated_or_of_wrong_type():
+    with pytest.raises(ValueError, match="axis"):
+        jitloss.softmax(np.zeros((2, 3)), axis=(0, 0))
+    with pytest.raises(TypeError, match="axis"):
+        jitloss.softmax(np.zeros((2, 3)), axis=1.0)
+
+
+def test_out_of_wrong_shape_or_dtype():
+    x = np.zeros((2, 3))
+    with pytest.raises(ValueError, match="out"):
+        jitloss.softmax(x, out=np.empty((3, 2)))
+    with pytest.raises(ValueError, match="out"):
+        jitloss.softmax(x, out=np.empty((2, 3), np.float32))
+    with pytest.raises(TypeError, match="out"):
+        jitloss.softmax(x, out=np.empty((2, 3), np.float32))
+    with pytest.raises(TypeError, match="out"):
+        jitloss.softmax(x, out=[[0.0] * 3] * 2)
+    ro = np.empty((2, 3))
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="out"):
+        jitloss.softmax(x, out=ro)
+    with pytest.raises(ValueError, match="out"):
+        jitloss.logsumexp(x, out=np.empty(3))
+
+
+def test_backward_shape_mismatch():
+    with pytest.raises(ValueError, match="dy"):
+        jitloss.softmax_backward(np.zeros((2, 3)), np.zeros((3, 2)))
+    with pytest.raises(ValueError, match="dy"):
+        jitloss.log_softmax_backward(np.zeros(3), np.zeros(4))
+
+
+def test_b_that_does_not_broadcast():
+    with pytest.raises(ValueError, match="b"):
+        jitloss.logsumexp(np.zeros((2, 3)), b=np.ones(2))
