@@ -14,6 +14,7 @@ Every user-facing error is raised here or in the public modules, before a kernel
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from fractions import Fraction
@@ -60,12 +61,17 @@ class OutDtypeError(TypeError, ValueError):
 
 def is_cuda_array(obj) -> bool:
     """True for objects that live on a CUDA device (numba, CuPy, PyTorch CUDA, simulator)."""
+    if type(obj) in _HOST_TYPES:  # a failed hasattr costs about a microsecond
+        return False
     return hasattr(obj, "__cuda_array_interface__") or hasattr(obj, "__cuda_ndarray__")
+
+
+_HOST_TYPES = frozenset([np.ndarray, list, tuple, float, int, bool, type(None)])
 
 
 # --- dtypes ----------------------------------------------------------------------------
 
-_NATIVE = (np.dtype(np.float32), np.dtype(np.float64))
+NATIVE = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def result_dtype(dtype: np.dtype, name: str) -> np.dtype:
@@ -122,9 +128,16 @@ def check_temperature(temperature) -> tuple[float, float]:
     hi + lo equals 1/T to about 2**-106: the kernels form (x - max) / T with it, so a
     temperature that is not a power of two costs no accuracy in exp((x - max) / T).
     """
+    if type(temperature) is float and temperature == 1.0:  # the default, without the work
+        return (1.0, 0.0)
     t = _real(temperature, "temperature")
     if not (math.isfinite(t) and t > 0):
         raise ValueError(f"temperature must be finite and > 0, got {temperature!r}")
+    return _inverse(t)
+
+
+@functools.lru_cache(maxsize=256)
+def _inverse(t: float) -> tuple[float, float]:
     hi = 1.0 / t
     return hi, float(Fraction(1) / Fraction(t) - Fraction(hi))
 
@@ -245,32 +258,26 @@ class Rows:
     def shape3(self) -> tuple:
         return (self.outer, self.classes, self.inner)
 
-    def _strides(self, shape, order, itemsize) -> list:
-        strides = [0] * len(shape)
-        step = itemsize
-        for ax in reversed(order):
-            strides[ax] = step
-            step *= shape[ax]
-        return strides
-
     def fits(self, a: np.ndarray) -> bool:
         """True if ``a`` (of this shape) is C-contiguous in this axis order."""
-        want = self._strides(self.shape, self.order, a.itemsize)
-        return all(
-            a.strides[ax] == want[ax] for ax in range(len(self.shape)) if self.shape[ax] > 1
-        )
+        step = a.itemsize
+        for ax in reversed(self.order):
+            n = self.shape[ax]
+            if n > 1:
+                if a.strides[ax] != step:
+                    return False
+                step *= n
+        return True
 
-    def view3(self, a: np.ndarray, writeable: bool = True) -> np.ndarray | None:
-        """The ``(outer, classes, inner)`` view of ``a``, or None if its layout differs."""
+    def view3(self, a: np.ndarray) -> np.ndarray | None:
+        """The ``(outer, classes, inner)`` view of ``a``, or None if its layout differs.
+
+        ``a.transpose(order)`` is C-contiguous when :meth:`fits`, and NumPy reshapes a
+        C-contiguous array without copying.
+        """
         if a.shape != self.shape or not self.fits(a):
             return None
-        isz = a.itemsize
-        return np.lib.stride_tricks.as_strided(
-            a,
-            self.shape3,
-            (self.classes * self.inner * isz, self.inner * isz, isz),
-            writeable=writeable and a.flags.writeable,
-        )
+        return a.transpose(self.order).reshape(self.shape3)
 
     def take3(self, a: np.ndarray) -> np.ndarray:
         """A read-only ``(outer, classes, inner)`` view of an input ``a``, or a copy in this
@@ -279,51 +286,40 @@ class Rows:
         Inputs always reach the kernels read-only, so each kernel compiles one signature
         whether or not the caller's array is writeable.
         """
-        v = self.view3(a, writeable=False)
+        v = self.view3(a)
         if v is None:
             v = np.ascontiguousarray(a.transpose(self.order)).reshape(self.shape3)
-            v.flags.writeable = False
+        v.flags.writeable = False
         return v
 
     def restore(self, a3: np.ndarray) -> np.ndarray:
         """The array of the caller's shape whose ``(outer, classes, inner)`` view is a3."""
-        strides = self._strides(self.shape, self.order, a3.itemsize)
-        return np.lib.stride_tricks.as_strided(
-            a3, self.shape, strides, writeable=a3.flags.writeable
+        return a3.reshape([self.shape[ax] for ax in self.order]).transpose(
+            np.argsort(self.order)
         )
+
+    def _kept(self) -> list:
+        return [ax for ax in self.order if ax not in self.axes]
 
     def reduced_shape(self, keepdims: bool) -> tuple:
         if keepdims:
             return tuple(1 if ax in self.axes else n for ax, n in enumerate(self.shape))
         return tuple(n for ax, n in enumerate(self.shape) if ax not in self.axes)
 
-    def _reduced_strides(self, keepdims: bool, itemsize: int) -> tuple:
-        kept = [ax for ax in self.order if ax not in self.axes]
-        strides = self._strides(self.shape, kept, itemsize)
-        if keepdims:
-            return tuple(0 if ax in self.axes else strides[ax] for ax in range(len(self.shape)))
-        return tuple(strides[ax] for ax in range(len(self.shape)) if ax not in self.axes)
-
-    def view2(self, a: np.ndarray, keepdims: bool) -> np.ndarray | None:
-        """The ``(outer, inner)`` view of a reduction result ``a``, or None."""
-        if a.shape != self.reduced_shape(keepdims):
+    def view2(self, r: np.ndarray, keepdims: bool) -> np.ndarray | None:
+        """The ``(outer, inner)`` view of a reduction result ``r``, or None."""
+        if r.shape != self.reduced_shape(keepdims):
             return None
-        want = self._reduced_strides(keepdims, a.itemsize)
-        if any(s != w and n > 1 for s, w, n in zip(a.strides, want, a.shape)):
-            return None
-        isz = a.itemsize
-        return np.lib.stride_tricks.as_strided(
-            a, (self.outer, self.inner), (self.inner * isz, isz), writeable=a.flags.writeable
-        )
+        kept = self._kept()  # memory order; r has them in the caller's (sorted) order
+        t = np.squeeze(r, axis=self.axes) if keepdims else r
+        t = t.transpose([sorted(kept).index(ax) for ax in kept])
+        return t.reshape(self.outer, self.inner) if t.flags.c_contiguous else None
 
-    def restore2(self, a2: np.ndarray, keepdims: bool) -> np.ndarray:
-        """The reduction result of the caller's shape whose ``(outer, inner)`` view is a2."""
-        return np.lib.stride_tricks.as_strided(
-            a2,
-            self.reduced_shape(keepdims),
-            self._reduced_strides(keepdims, a2.itemsize),
-            writeable=a2.flags.writeable,
-        )
+    def restore2(self, r2: np.ndarray, keepdims: bool) -> np.ndarray:
+        """The reduction result of the caller's shape whose ``(outer, inner)`` view is r2."""
+        kept = self._kept()
+        t = r2.reshape([self.shape[ax] for ax in kept]).transpose(np.argsort(kept))
+        return np.expand_dims(t, self.axes) if keepdims else t
 
 
 def _memory_order(a: np.ndarray) -> tuple | None:

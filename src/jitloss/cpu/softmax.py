@@ -1,9 +1,10 @@
 """CPU softmax family: launchers and kernels.
 
 Launchers take C-contiguous ``(outer, classes, inner)`` arrays prepared by the public
-layer (``jitloss.softmax``), allocate what is not given, choose serial or parallel and
-the layout: ``inner == 1`` runs the row kernels over ``(outer, classes)`` rows, anything
-else the lane kernels, which stride over the classes and vectorise over ``inner``.
+layer (``jitloss.softmax``), or ``(outer, classes)`` rows, allocate what is not given,
+choose serial or parallel and the layout: rows (``inner == 1``) run the row kernels,
+anything else the lane kernels, which stride over the classes and vectorise over
+``inner``.
 ``s`` is ``1 / temperature`` as a float64 pair ``(hi, lo)`` (see
 ``jitloss._args.check_temperature``) throughout.
 """
@@ -15,7 +16,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from . import lane_width, launch
+from . import lane_width, run
 from ._math import (
     as_type_of,
     exp,
@@ -43,39 +44,46 @@ def _empty(shape, dtype, out):
     return np.empty(shape, dtype) if out is None else out
 
 
+def _rows(a3):
+    """The (outer, classes) rows of an (outer, classes, 1) array (or a 2-D one), else None."""
+    if a3.ndim == 2:
+        return a3
+    return a3.reshape(a3.shape[0], a3.shape[1]) if a3.shape[2] == 1 else None
+
+
+def _width(a3):
+    return lane_width(a3.shape[1], a3.itemsize)
+
+
 def softmax(x3, s, out3=None):
     """exp((x - max) * s) / sum(...) over axis 1 of x3; returns out3."""
     out3 = _empty(x3.shape, x3.dtype, out3)
-    with launch(x3.size) as parallel:
-        if x3.shape[2] == 1:
-            _softmax_rows(_rows(x3), _rows(out3), s, parallel)
-        else:
-            w = lane_width(x3.shape[1], x3.itemsize)
-            _softmax_lanes(x3, out3, s, w, parallel)
+    x2 = _rows(x3)
+    if x2 is not None:
+        run(_softmax_rows_serial, _softmax_rows, x3.size, x2, _rows(out3), s)
+    else:
+        run(_softmax_lanes_serial, _softmax_lanes, x3.size, x3, out3, s, _width(x3))
     return out3
 
 
 def log_softmax(x3, s, out3=None):
     """(x - max) * s - log(sum(exp((x - max) * s))) over axis 1 of x3; returns out3."""
     out3 = _empty(x3.shape, x3.dtype, out3)
-    with launch(x3.size) as parallel:
-        if x3.shape[2] == 1:
-            _log_softmax_rows(_rows(x3), _rows(out3), s, parallel)
-        else:
-            w = lane_width(x3.shape[1], x3.itemsize)
-            _log_softmax_lanes(x3, out3, s, w, parallel)
+    x2 = _rows(x3)
+    if x2 is not None:
+        run(_log_softmax_rows_serial, _log_softmax_rows, x3.size, x2, _rows(out3), s)
+    else:
+        run(_log_softmax_lanes_serial, _log_softmax_lanes, x3.size, x3, out3, s, _width(x3))
     return out3
 
 
 def logsumexp(x3, out2=None):
     """log(sum(exp(x))) over axis 1 of x3, into the (outer, inner) array out2."""
     out2 = _empty((x3.shape[0], x3.shape[2]), x3.dtype, out2)
-    with launch(x3.size) as parallel:
-        if x3.shape[2] == 1:
-            _logsumexp_rows(_rows(x3), out2[:, 0], parallel)
-        else:
-            w = lane_width(x3.shape[1], x3.itemsize)
-            _logsumexp_lanes(x3, out2, w, parallel)
+    if x3.shape[2] == 1:
+        run(_logsumexp_rows_serial, _logsumexp_rows, x3.size, _rows(x3), out2[:, 0])
+    else:
+        run(_logsumexp_lanes_serial, _logsumexp_lanes, x3.size, x3, out2, _width(x3))
     return out2
 
 
@@ -87,37 +95,32 @@ def logsumexp_b(x3, b3, return_sign, out2=None, sign2=None):
     shape2 = (x3.shape[0], x3.shape[2])
     out2 = _empty(shape2, x3.dtype, out2)
     sign2 = _empty(shape2, x3.dtype, sign2)
-    with launch(x3.size) as parallel:
-        _logsumexp_b_lanes(x3, b3, out2, sign2, return_sign, parallel)
+    run(_logsumexp_b_serial, _logsumexp_b, x3.size, x3, b3, out2, sign2, return_sign)
     return out2, sign2
 
 
 def softmax_backward(y3, dy3, s, out3=None):
     """y * (dy - sum(dy * y)) * s over axis 1; returns out3."""
     out3 = _empty(y3.shape, y3.dtype, out3)
-    with launch(y3.size) as parallel:
-        if y3.shape[2] == 1:
-            _softmax_backward_rows(_rows(y3), _rows(dy3), _rows(out3), s, parallel)
-        else:
-            w = lane_width(y3.shape[1], y3.itemsize)
-            _softmax_backward_lanes(y3, dy3, out3, s, w, parallel)
+    if _rows(y3) is not None:
+        args = (_rows(y3), _rows(dy3), _rows(out3), s)
+        run(_softmax_backward_rows_serial, _softmax_backward_rows, y3.size, *args)
+    else:
+        args = (y3, dy3, out3, s, _width(y3))
+        run(_softmax_backward_lanes_serial, _softmax_backward_lanes, y3.size, *args)
     return out3
 
 
 def log_softmax_backward(logp3, dy3, s, out3=None):
     """(dy - exp(logp) * sum(dy)) * s over axis 1; returns out3."""
     out3 = _empty(logp3.shape, logp3.dtype, out3)
-    with launch(logp3.size) as parallel:
-        if logp3.shape[2] == 1:
-            _log_softmax_backward_rows(_rows(logp3), _rows(dy3), _rows(out3), s, parallel)
-        else:
-            w = lane_width(logp3.shape[1], logp3.itemsize)
-            _log_softmax_backward_lanes(logp3, dy3, out3, s, w, parallel)
+    if _rows(logp3) is not None:
+        args = (_rows(logp3), _rows(dy3), _rows(out3), s)
+        run(_log_softmax_backward_rows_serial, _log_softmax_backward_rows, logp3.size, *args)
+    else:
+        args = (logp3, dy3, out3, s, _width(logp3))
+        run(_log_softmax_backward_lanes_serial, _log_softmax_backward_lanes, logp3.size, *args)
     return out3
-
-
-def _rows(a3):
-    return a3.reshape(a3.shape[0], a3.shape[1])
 
 
 # --- row kernels (classes contiguous) ---------------------------------------------------
@@ -136,15 +139,18 @@ def _softmax_row(x, out, s):
 
 
 @njit(parallel=True, cache=True)
-def _softmax_rows(x2, out2, s, parallel):
+def _softmax_rows(x2, out2, s):
     # y_j = exp((x_j - m) s) / sum_k exp((x_k - m) s),  m = max_k x_k,  s = 1 / T
     # gradient: dx = y * (dy - sum(dy * y)) * s  (_softmax_backward_rows)
-    if parallel:
-        for i in prange(x2.shape[0]):
-            _softmax_row(x2[i], out2[i], s)
-    else:
-        for i in range(x2.shape[0]):
-            _softmax_row(x2[i], out2[i], s)
+    for i in prange(x2.shape[0]):
+        _softmax_row(x2[i], out2[i], s)
+
+
+@njit(cache=True)
+def _softmax_rows_serial(x2, out2, s):
+    # serial twin of _softmax_rows, for small inputs
+    for i in range(x2.shape[0]):
+        _softmax_row(x2[i], out2[i], s)
 
 
 @njit(fastmath=_ELEMENTWISE)
@@ -161,15 +167,18 @@ def _log_softmax_row(x, out, s):
 
 
 @njit(parallel=True, cache=True)
-def _log_softmax_rows(x2, out2, s, parallel):
+def _log_softmax_rows(x2, out2, s):
     # y_j = (x_j - m) s - log1p(sum_{k != argmax} exp((x_k - m) s)),  m = max_k x_k
     # gradient: dx = (dy - exp(y) * sum(dy)) * s  (_log_softmax_backward_rows)
-    if parallel:
-        for i in prange(x2.shape[0]):
-            _log_softmax_row(x2[i], out2[i], s)
-    else:
-        for i in range(x2.shape[0]):
-            _log_softmax_row(x2[i], out2[i], s)
+    for i in prange(x2.shape[0]):
+        _log_softmax_row(x2[i], out2[i], s)
+
+
+@njit(cache=True)
+def _log_softmax_rows_serial(x2, out2, s):
+    # serial twin of _log_softmax_rows, for small inputs
+    for i in range(x2.shape[0]):
+        _log_softmax_row(x2[i], out2[i], s)
 
 
 @njit
@@ -179,15 +188,18 @@ def _lse_row(x):
 
 
 @njit(parallel=True, cache=True)
-def _logsumexp_rows(x2, out1, parallel):
+def _logsumexp_rows(x2, out1):
     # lse = m + log1p(sum_{k != argmax} exp(x_k - m)),  m = max_k x_k
     # gradient: d lse / dx = softmax(x)
-    if parallel:
-        for i in prange(x2.shape[0]):
-            out1[i] = _lse_row(x2[i])
-    else:
-        for i in range(x2.shape[0]):
-            out1[i] = _lse_row(x2[i])
+    for i in prange(x2.shape[0]):
+        out1[i] = _lse_row(x2[i])
+
+
+@njit(cache=True)
+def _logsumexp_rows_serial(x2, out1):
+    # serial twin of _logsumexp_rows, for small inputs
+    for i in range(x2.shape[0]):
+        out1[i] = _lse_row(x2[i])
 
 
 @njit(fastmath=_ELEMENTWISE)
@@ -199,15 +211,18 @@ def _softmax_backward_row(y, dy, out, s):
 
 
 @njit(parallel=True, cache=True)
-def _softmax_backward_rows(y2, dy2, out2, s, parallel):
+def _softmax_backward_rows(y2, dy2, out2, s):
     # y = softmax(x s):  dx_j = y_j (dy_j - sum_k dy_k y_k) s
     # (the vector-Jacobian product of softmax; linear in dy)
-    if parallel:
-        for i in prange(y2.shape[0]):
-            _softmax_backward_row(y2[i], dy2[i], out2[i], s)
-    else:
-        for i in range(y2.shape[0]):
-            _softmax_backward_row(y2[i], dy2[i], out2[i], s)
+    for i in prange(y2.shape[0]):
+        _softmax_backward_row(y2[i], dy2[i], out2[i], s)
+
+
+@njit(cache=True)
+def _softmax_backward_rows_serial(y2, dy2, out2, s):
+    # serial twin of _softmax_backward_rows, for small inputs
+    for i in range(y2.shape[0]):
+        _softmax_backward_row(y2[i], dy2[i], out2[i], s)
 
 
 @njit(fastmath=_ELEMENTWISE)
@@ -219,15 +234,18 @@ def _log_softmax_backward_row(logp, dy, out, s):
 
 
 @njit(parallel=True, cache=True)
-def _log_softmax_backward_rows(logp2, dy2, out2, s, parallel):
+def _log_softmax_backward_rows(logp2, dy2, out2, s):
     # logp = log_softmax(x s):  dx_j = (dy_j - exp(logp_j) sum_k dy_k) s
     # (the vector-Jacobian product of log_softmax; linear in dy)
-    if parallel:
-        for i in prange(logp2.shape[0]):
-            _log_softmax_backward_row(logp2[i], dy2[i], out2[i], s)
-    else:
-        for i in range(logp2.shape[0]):
-            _log_softmax_backward_row(logp2[i], dy2[i], out2[i], s)
+    for i in prange(logp2.shape[0]):
+        _log_softmax_backward_row(logp2[i], dy2[i], out2[i], s)
+
+
+@njit(cache=True)
+def _log_softmax_backward_rows_serial(logp2, dy2, out2, s):
+    # serial twin of _log_softmax_backward_rows, for small inputs
+    for i in range(logp2.shape[0]):
+        _log_softmax_backward_row(logp2[i], dy2[i], out2[i], s)
 
 
 # --- lane kernels (classes strided, inner contiguous) ---------------------------------------
@@ -250,18 +268,22 @@ def _softmax_lane_block(x3, out3, s, o, i0, w):
 
 
 @njit(parallel=True, cache=True)
-def _softmax_lanes(x3, out3, s, width, parallel):
+def _softmax_lanes(x3, out3, s, width):
     # y_j = exp((x_j - m) s) / sum_k exp((x_k - m) s) along axis 1, lane by lane
     # gradient: dx = y * (dy - sum(dy * y)) * s  (_softmax_backward_lanes)
     nb = (x3.shape[2] + width - 1) // width
-    if parallel:
-        for t in prange(x3.shape[0] * nb):
-            i0 = (t % nb) * width
-            _softmax_lane_block(x3, out3, s, t // nb, i0, min(width, x3.shape[2] - i0))
-    else:
-        for t in range(x3.shape[0] * nb):
-            i0 = (t % nb) * width
-            _softmax_lane_block(x3, out3, s, t // nb, i0, min(width, x3.shape[2] - i0))
+    for t in prange(x3.shape[0] * nb):
+        i0 = (t % nb) * width
+        _softmax_lane_block(x3, out3, s, t // nb, i0, min(width, x3.shape[2] - i0))
+
+
+@njit(cache=True)
+def _softmax_lanes_serial(x3, out3, s, width):
+    # serial twin of _softmax_lanes, for small inputs
+    nb = (x3.shape[2] + width - 1) // width
+    for t in range(x3.shape[0] * nb):
+        i0 = (t % nb) * width
+        _softmax_lane_block(x3, out3, s, t // nb, i0, min(width, x3.shape[2] - i0))
 
 
 @njit(fastmath=_ELEMENTWISE)
@@ -292,18 +314,22 @@ def _log_softmax_lane_block(x3, out3, s, o, i0, w):
 
 
 @njit(parallel=True, cache=True)
-def _log_softmax_lanes(x3, out3, s, width, parallel):
+def _log_softmax_lanes(x3, out3, s, width):
     # y_j = (x_j - m) s - log(sum_k exp((x_k - m) s)) along axis 1, lane by lane
     # gradient: dx = (dy - exp(y) * sum(dy)) * s  (_log_softmax_backward_lanes)
     nb = (x3.shape[2] + width - 1) // width
-    if parallel:
-        for t in prange(x3.shape[0] * nb):
-            i0 = (t % nb) * width
-            _log_softmax_lane_block(x3, out3, s, t // nb, i0, min(width, x3.shape[2] - i0))
-    else:
-        for t in range(x3.shape[0] * nb):
-            i0 = (t % nb) * width
-            _log_softmax_lane_block(x3, out3, s, t // nb, i0, min(width, x3.shape[2] - i0))
+    for t in prange(x3.shape[0] * nb):
+        i0 = (t % nb) * width
+        _log_softmax_lane_block(x3, out3, s, t // nb, i0, min(width, x3.shape[2] - i0))
+
+
+@njit(cache=True)
+def _log_softmax_lanes_serial(x3, out3, s, width):
+    # serial twin of _log_softmax_lanes, for small inputs
+    nb = (x3.shape[2] + width - 1) // width
+    for t in range(x3.shape[0] * nb):
+        i0 = (t % nb) * width
+        _log_softmax_lane_block(x3, out3, s, t // nb, i0, min(width, x3.shape[2] - i0))
 
 
 @njit
@@ -316,18 +342,22 @@ def _logsumexp_lane_block(x3, out2, o, i0, w):
 
 
 @njit(parallel=True, cache=True)
-def _logsumexp_lanes(x3, out2, width, parallel):
+def _logsumexp_lanes(x3, out2, width):
     # lse = m + log(sum_k exp(x_k - m)) along axis 1, lane by lane
     # gradient: d lse / dx = softmax(x)
     nb = (x3.shape[2] + width - 1) // width
-    if parallel:
-        for t in prange(x3.shape[0] * nb):
-            i0 = (t % nb) * width
-            _logsumexp_lane_block(x3, out2, t // nb, i0, min(width, x3.shape[2] - i0))
-    else:
-        for t in range(x3.shape[0] * nb):
-            i0 = (t % nb) * width
-            _logsumexp_lane_block(x3, out2, t // nb, i0, min(width, x3.shape[2] - i0))
+    for t in prange(x3.shape[0] * nb):
+        i0 = (t % nb) * width
+        _logsumexp_lane_block(x3, out2, t // nb, i0, min(width, x3.shape[2] - i0))
+
+
+@njit(cache=True)
+def _logsumexp_lanes_serial(x3, out2, width):
+    # serial twin of _logsumexp_lanes, for small inputs
+    nb = (x3.shape[2] + width - 1) // width
+    for t in range(x3.shape[0] * nb):
+        i0 = (t % nb) * width
+        _logsumexp_lane_block(x3, out2, t // nb, i0, min(width, x3.shape[2] - i0))
 
 
 @njit(fastmath=_ELEMENTWISE)
@@ -347,22 +377,26 @@ def _softmax_backward_lane_block(y3, dy3, out3, s, o, i0, w):
 
 
 @njit(parallel=True, cache=True)
-def _softmax_backward_lanes(y3, dy3, out3, s, width, parallel):
+def _softmax_backward_lanes(y3, dy3, out3, s, width):
     # y = softmax(x s) along axis 1:  dx_j = y_j (dy_j - sum_k dy_k y_k) s
     # (the vector-Jacobian product of softmax; linear in dy)
     nb = (y3.shape[2] + width - 1) // width
-    if parallel:
-        for t in prange(y3.shape[0] * nb):
-            i0 = (t % nb) * width
-            _softmax_backward_lane_block(
-                y3, dy3, out3, s, t // nb, i0, min(width, y3.shape[2] - i0)
-            )
-    else:
-        for t in range(y3.shape[0] * nb):
-            i0 = (t % nb) * width
-            _softmax_backward_lane_block(
-                y3, dy3, out3, s, t // nb, i0, min(width, y3.shape[2] - i0)
-            )
+    for t in prange(y3.shape[0] * nb):
+        i0 = (t % nb) * width
+        _softmax_backward_lane_block(
+            y3, dy3, out3, s, t // nb, i0, min(width, y3.shape[2] - i0)
+        )
+
+
+@njit(cache=True)
+def _softmax_backward_lanes_serial(y3, dy3, out3, s, width):
+    # serial twin of _softmax_backward_lanes, for small inputs
+    nb = (y3.shape[2] + width - 1) // width
+    for t in range(y3.shape[0] * nb):
+        i0 = (t % nb) * width
+        _softmax_backward_lane_block(
+            y3, dy3, out3, s, t // nb, i0, min(width, y3.shape[2] - i0)
+        )
 
 
 @njit(fastmath=_ELEMENTWISE)
@@ -382,22 +416,26 @@ def _log_softmax_backward_lane_block(logp3, dy3, out3, s, o, i0, w):
 
 
 @njit(parallel=True, cache=True)
-def _log_softmax_backward_lanes(logp3, dy3, out3, s, width, parallel):
+def _log_softmax_backward_lanes(logp3, dy3, out3, s, width):
     # logp = log_softmax(x s) along axis 1:  dx_j = (dy_j - exp(logp_j) sum_k dy_k) s
     # (the vector-Jacobian product of log_softmax; linear in dy)
     nb = (logp3.shape[2] + width - 1) // width
-    if parallel:
-        for t in prange(logp3.shape[0] * nb):
-            i0 = (t % nb) * width
-            _log_softmax_backward_lane_block(
-                logp3, dy3, out3, s, t // nb, i0, min(width, logp3.shape[2] - i0)
-            )
-    else:
-        for t in range(logp3.shape[0] * nb):
-            i0 = (t % nb) * width
-            _log_softmax_backward_lane_block(
-                logp3, dy3, out3, s, t // nb, i0, min(width, logp3.shape[2] - i0)
-            )
+    for t in prange(logp3.shape[0] * nb):
+        i0 = (t % nb) * width
+        _log_softmax_backward_lane_block(
+            logp3, dy3, out3, s, t // nb, i0, min(width, logp3.shape[2] - i0)
+        )
+
+
+@njit(cache=True)
+def _log_softmax_backward_lanes_serial(logp3, dy3, out3, s, width):
+    # serial twin of _log_softmax_backward_lanes, for small inputs
+    nb = (logp3.shape[2] + width - 1) // width
+    for t in range(logp3.shape[0] * nb):
+        i0 = (t % nb) * width
+        _log_softmax_backward_lane_block(
+            logp3, dy3, out3, s, t // nb, i0, min(width, logp3.shape[2] - i0)
+        )
 
 
 # --- logsumexp with weights b (SciPy's semantics), lanes of width 1 or more ---------------
@@ -452,17 +490,21 @@ def _lse_b_lane(x3, b3, o, i, return_sign):
 
 
 @njit(parallel=True, cache=True)
-def _logsumexp_b_lanes(x3, b3, out2, sign2, return_sign, parallel):
+def _logsumexp_b(x3, b3, out2, sign2, return_sign):
     # out = log|sum_j b_j exp(x_j)| along axis 1 (SciPy's logsumexp with b), sign2 its sign
     # gradient: d out / dx_j = b_j exp(x_j - out) * sign
     n = x3.shape[0] * x3.shape[2]
-    if parallel:
-        for t in prange(n):
-            o = t // x3.shape[2]
-            i = t % x3.shape[2]
-            out2[o, i], sign2[o, i] = _lse_b_lane(x3, b3, o, i, return_sign)
-    else:
-        for t in range(n):
-            o = t // x3.shape[2]
-            i = t % x3.shape[2]
-            out2[o, i], sign2[o, i] = _lse_b_lane(x3, b3, o, i, return_sign)
+    for t in prange(n):
+        o = t // x3.shape[2]
+        i = t % x3.shape[2]
+        out2[o, i], sign2[o, i] = _lse_b_lane(x3, b3, o, i, return_sign)
+
+
+@njit(cache=True)
+def _logsumexp_b_serial(x3, b3, out2, sign2, return_sign):
+    # serial twin of _logsumexp_b, for small inputs
+    n = x3.shape[0] * x3.shape[2]
+    for t in range(n):
+        o = t // x3.shape[2]
+        i = t % x3.shape[2]
+        out2[o, i], sign2[o, i] = _lse_b_lane(x3, b3, o, i, return_sign)
