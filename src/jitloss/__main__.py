@@ -1,0 +1,210 @@
+"""``python -m jitloss info|check|bench|demo``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+
+def _info(args) -> int:
+    import llvmlite
+    import numba
+
+    import jitloss
+    import jitloss.cpu
+
+    jitloss.softmax(np.ones((64, 1024), np.float32))  # one parallel run picks the layer
+    try:
+        layer = numba.threading_layer()
+    except ValueError:
+        layer = "not initialised"
+    cache_dir = numba.config.CACHE_DIR or os.path.join(
+        os.path.dirname(jitloss.cpu.__file__), "__pycache__"
+    )
+    rows = [
+        ("jitloss", jitloss.__version__),
+        ("python", platform.python_version()),
+        ("numpy", np.__version__),
+        ("numba", numba.__version__),
+        ("llvmlite", llvmlite.__version__),
+        ("cpu", f"{platform.machine()} {_cpu_name()} ({os.cpu_count()} logical cores)"),
+        ("numba threads", f"{numba.get_num_threads()} (layer: {layer})"),
+        ("SVML", "on" if numba.config.USING_SVML else "off (jitloss does not need it)"),
+        ("numba cache", cache_dir),
+        ("CUDA", _cuda_summary()),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}")
+    return 0
+
+
+def _cpu_name() -> str:
+    try:
+        import llvmlite.binding as llvm
+
+        return llvm.get_host_cpu_name()
+    except Exception:  # pragma: no cover - informational only
+        return platform.processor() or "unknown"
+
+
+def _cuda_summary() -> str:
+    try:
+        from numba import cuda
+    except ImportError:
+        return "numba.cuda not installed (pip install jitloss[cuda])"
+    try:
+        if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+            return "simulator (NUMBA_ENABLE_CUDASIM=1)"
+        if not cuda.is_available():
+            return "no CUDA device"
+        dev = cuda.get_current_device()
+        cc = ".".join(map(str, dev.compute_capability))
+        name = dev.name.decode() if isinstance(dev.name, bytes) else dev.name
+        return f"{name} (compute capability {cc})"
+    except Exception as exc:  # pragma: no cover - depends on the machine
+        return f"unavailable ({exc})"
+
+
+def _check(args) -> int:
+    from ._bench import OPS
+
+    rng = np.random.default_rng(0)
+    failures = 0
+    print(f"{'function':<22} {'dtype':<8} {'shape':<12} {'axis':>4}  {'max error':>10}  {'tol':>8}")
+    for op in OPS.values():
+        for dtype in ("float32", "float64"):
+            for shape, axis in [((64, 100), -1), ((30, 50), 0)]:
+                d = op.make(shape, dtype, rng, axis)
+                d64 = {k: v.astype(np.float64) if isinstance(v, np.ndarray) else v
+                       for k, v in d.items()}
+                got = np.asarray(op.run(d), dtype=np.float64)
+                want = np.asarray(op.numpy(d64), dtype=np.float64)
+                scale = max(float(np.max(np.abs(want))), 1e-300)
+                err = float(np.max(np.abs(got - want))) / scale
+                tol = op.rtol[dtype]
+                ok = got.shape == want.shape and err <= tol
+                failures += not ok
+                status = "ok" if ok else "MISMATCH"
+                print(f"{op.name:<22} {dtype:<8} {'x'.join(map(str, shape)):<12} {axis:>4}  "
+                      f"{err:>10.2e}  {tol:>8.0e}  {status}")
+    print("all functions agree with the float64 reference" if not failures
+          else f"{failures} mismatches")
+    return 1 if failures else 0
+
+
+def _bench(args) -> int:
+    from . import _bench as B
+
+    ops = [B.OPS[name] for name in args.op] if args.op else list(B.OPS.values())
+    if args.shape:
+        shapes = {s: B.parse_shape(s) for s in args.shape}
+    else:
+        shapes = dict(B.SHAPES)
+    try:
+        import torch
+
+        torch_version = torch.__version__
+    except ImportError:
+        torch = None
+        torch_version = "not installed"
+    import numba
+
+    print(f"# jitloss bench: {args.dtype}, numba threads {numba.get_num_threads()}, "
+          f"torch {torch_version}" + (f" ({torch.get_num_threads()} threads)" if torch else ""))
+    print(f"# {platform.machine()} {_cpu_name()}, {os.cpu_count()} logical cores; "
+          f"medians of {args.rounds} interleaved rounds; ratios are time / np.copyto time")
+    header = (f"| {'function':<22} | {'shape':<12} | {'axis':>4} | {'copy us':>9} | "
+              f"{'jitloss us':>10} | {'jitloss':>7} | {'numpy':>7} | {'torch':>7} | "
+              f"{'vs numpy':>8} | {'vs torch':>8} |")
+    print(header)
+    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+    rng = np.random.default_rng(0)
+    by_case = {}
+    for op in ops:
+        cases = [(name, shape, -1) for name, shape in shapes.items()]
+        if op.axis0 and not args.shape:
+            cases.append(("x".join(map(str, B.AXIS0_SHAPE)), B.AXIS0_SHAPE, 0))
+        for shape_name, shape, axis in cases:
+            d = op.make(shape, args.dtype, rng, axis)
+            src = B.main_array(d)
+            dst = np.empty_like(src)
+            fns = {
+                "copy": lambda: np.copyto(dst, src),
+                "jitloss": lambda: op.run(d),
+                "numpy": lambda: op.numpy(d),
+            }
+            if torch is not None and op.torch is not None:
+                td = B.torch_inputs(d)
+                fns["torch"] = lambda: op.torch(td)
+            med = B.interleaved_medians(fns, rounds=args.rounds)
+            by_case[(op.name, shape_name, axis)] = med
+            c = med["copy"]
+            tr = med.get("torch")
+            print(f"| {op.name:<22} | {shape_name:<12} | {axis:>4} | {c * 1e6:>9.1f} | "
+                  f"{med['jitloss'] * 1e6:>10.1f} | {med['jitloss'] / c:>6.2f}x | "
+                  f"{med['numpy'] / c:>6.2f}x | "
+                  + (f"{tr / c:>6.2f}x" if tr else f"{'-':>7}")
+                  + f" | {med['numpy'] / med['jitloss']:>7.2f}x | "
+                  + (f"{tr / med['jitloss']:>7.2f}x" if tr else f"{'-':>8}") + " |",
+                  flush=True)
+    for op in ops:
+        a0 = by_case.get((op.name, "x".join(map(str, B.AXIS0_SHAPE)), 0))
+        a1 = by_case.get((op.name, "4096x1000", -1))
+        if a0 and a1:
+            print(f"# {op.name} along axis 0 of 1000x4096 / along axis -1 of 4096x1000: "
+                  f"{a0['jitloss'] / a1['jitloss']:.2f}x")
+    if args.startup:
+        _startup()
+    return 0
+
+
+def _startup(runs: int = 5) -> None:
+    """Fresh-process cost of import + a first small call, against `import numba`."""
+    code_numba = "import numba"
+    code_jit = "import numpy as np, jitloss; jitloss.softmax(np.ones(14))"
+    subprocess.run([sys.executable, "-c", code_jit], check=True)  # warm the numba cache
+    times = {}
+    for label, code in (("import numba", code_numba), ("jitloss first call", code_jit)):
+        samples = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code], check=True)
+            samples.append(time.perf_counter() - t0)
+        times[label] = statistics.median(samples)
+    extra = times["jitloss first call"] - times["import numba"]
+    print(f"# startup (warm cache, medians of {runs}): python -c 'import numba' "
+          f"{times['import numba']:.3f} s; import jitloss + softmax of 14 elements "
+          f"{times['jitloss first call']:.3f} s (+{extra:.3f} s)")
+
+
+def _demo(args) -> int:
+    print("the training demo arrives with the cross-entropy functions")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jitloss", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("info", help="versions, threading, SVML, CUDA, cache directory")
+    sub.add_parser("check", help="every public function against a float64 reference")
+    b = sub.add_parser("bench", help="time each function against np.copyto, NumPy, PyTorch")
+    b.add_argument("--op", action="append", help="function name (repeatable); default all")
+    b.add_argument("--shape", action="append", help="RowsxClasses, e.g. 4096x1000")
+    b.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    b.add_argument("--rounds", type=int, default=15, help="interleaved rounds per case")
+    b.add_argument("--startup", action="store_true", help="also time a fresh process")
+    sub.add_parser("demo", help="train a small classifier with cross_entropy_with_grad")
+    args = parser.parse_args(argv)
+    return {"info": _info, "check": _check, "bench": _bench, "demo": _demo}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""The shared CPU helpers: exp accuracy against mpmath, and that the hot loops vectorise."""
+
+from __future__ import annotations
+
+import mpmath
+import numpy as np
+import pytest
+from numba import njit
+
+from jitloss.cpu import _math
+from jitloss.cpu._math import exp, exp_sub
+import reference as ref
+
+
+@njit
+def _vexp(x, out):
+    for i in range(x.shape[0]):
+        out[i] = exp(x[i])
+
+
+@njit
+def _vexp_sub(x, m, s, out):
+    for i in range(x.shape[0]):
+        out[i] = exp_sub(x[i], m, s)
+
+
+RANGES = {np.float32: (-110.0, 92.0), np.float64: (-750.0, 712.0)}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_exp_within_2_ulp_over_the_whole_range(dtype):
+    lo, hi = RANGES[dtype]
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.uniform(lo, hi, 1500), rng.normal(0, 2, 500)]).astype(dtype)
+    out = np.empty_like(x)
+    _vexp(x, out)
+    finite = np.abs(x.astype(np.float64)) < np.log(np.finfo(dtype).max)
+    worst = max(ref.ulp_error(o, mpmath.exp(mpmath.mpf(float(v))), dtype)
+                for o, v in zip(out[finite], x[finite]))
+    assert worst <= 2, worst
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_exp_special_values(dtype):
+    lo, hi = RANGES[dtype]
+    x = np.array([np.inf, -np.inf, np.nan, 0.0, -0.0, lo, hi], dtype)
+    out = np.empty_like(x)
+    _vexp(x, out)
+    assert out[0] == np.inf and out[1] == 0 and np.isnan(out[2])
+    assert out[3] == 1 and out[4] == 1
+    assert out[5] == 0  # underflows to zero
+    assert out[6] == np.inf  # overflows to +inf
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("temperature", [1.0, 0.5, 3.0, 0.37])
+def test_exp_sub_exact_difference_within_2_ulp(dtype, temperature):
+    # x - m is taken exactly, and 1/T carried as a pair, however far x lies below m
+    from jitloss._args import check_temperature
+
+    lo = RANGES[dtype][0]
+    rng = np.random.default_rng(1)
+    m = dtype(37.25) if dtype == np.float32 else dtype(300.5)
+    x = (m - np.abs(rng.uniform(0, -lo * temperature, 1500))).astype(dtype)
+    x = np.concatenate([x, [m, -np.inf]]).astype(dtype)
+    out = np.empty_like(x)
+    _vexp_sub(x, m, check_temperature(temperature), out)
+    t = mpmath.mpf(temperature)
+    worst = max(ref.ulp_error(o, mpmath.exp((mpmath.mpf(float(v)) - mpmath.mpf(float(m))) / t),
+                              dtype)
+                for o, v in zip(out[:-1], x[:-1]))
+    assert worst <= 2, worst
+    assert out[-2] == 1.0 and out[-1] == 0.0
+
+
+def test_exp_sub_with_huge_max_does_not_clamp_distant_values():
+    # bug: clamping x at m + LO rounded to m for m = 1e300, so exp(-2e300) came out as 1
+    x = np.array([1e300, -1e300])
+    out = np.empty(2)
+    _vexp_sub(x, 1e300, (1.0, 0.0), out)
+    np.testing.assert_array_equal(out, [1.0, 0.0])
+
+
+def test_ln2_split_constants():
+    assert float(_math._LN2_HI64) + float(_math._LN2_LO64) == pytest.approx(np.log(2), abs=1e-25)
+    hi32 = mpmath.mpf(float(_math._LN2_HI32)) + mpmath.mpf(float(_math._LN2_LO32))
+    assert abs(hi32 - mpmath.log(2)) < 1e-13
+    # n * LN2_HI exact for |n| <= 150 (float32) and 1076 (float64)
+    for n in range(-150, 151):
+        assert float(np.float32(n) * _math._LN2_HI32) == n * float(_math._LN2_HI32)
+
+
+def _fresh_llvm(fn, *args):
+    """LLVM IR of fn compiled now (cached kernels cannot be inspected)."""
+    f = njit(fastmath=_math._REDUCE)(fn.py_func)
+    f(*args)
+    return next(iter(f.inspect_llvm().values()))
+
+
+@pytest.mark.parametrize(
+    "name, make_args",
+    [
+        ("row_max", lambda x: (x,)),
+        ("row_exp_store", lambda x: (x, x.dtype.type(3), (1.0, 0.0), np.empty_like(x))),
+        ("row_sumexp", lambda x: (x, x.dtype.type(3), (1.0, 0.0))),
+        ("row_sum", lambda x: (x,)),
+        ("row_dot", lambda x: (x, x)),
+    ],
+)
+def test_hot_loops_vectorise(name, make_args):
+    # pip's numba has no SVML: the row primitives must still become 8-wide float32 / 4-wide
+    # float64 vector code (AVX2 and up; on narrower machines LLVM picks narrower vectors).
+    import llvmlite.binding as llvm
+
+    features = llvm.get_host_cpu_features()
+    if not features.get("avx2", False):
+        pytest.skip("needs an AVX2 machine to look for 256-bit vectors")
+    fn = getattr(_math, name)
+    ir32 = _fresh_llvm(fn, *make_args(np.ones(1000, np.float32)))
+    ir64 = _fresh_llvm(fn, *make_args(np.ones(1000, np.float64)))
+    assert "<8 x float>" in ir32
+    assert "<4 x double>" in ir64
+    assert "call double @exp" not in ir64 and "call float @expf" not in ir32
