@@ -121,3 +121,82 @@ def finite_difference(f, x, dy, eps=1e-6):
         flat[i] = old
         g[i] = (up - down) / (2 * eps)
     return grad
+
+
+# --- cross-entropy ------------------------------------------------------------------------
+
+
+def _lse_last(x):
+    m = np.max(x, axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return (m + np.log(np.sum(np.exp(x - m), axis=-1, keepdims=True)))[..., 0]
+
+
+def cross_entropy_per_sample(x, target, axis=-1, weight=None, ignore_index=-100,
+                             label_smoothing=0.0, z_loss=0.0):
+    """PyTorch's cross-entropy per sample, in float64 NumPy; returns (losses, denominator)."""
+    xm = np.moveaxis(f64(x), axis, -1)
+    classes = xm.shape[-1]
+    logp = log_softmax(xm, axis=-1)
+    lse = _lse_last(xm)
+    w = np.ones(classes) if weight is None else f64(weight)
+    t = np.asarray(target)
+    eps = label_smoothing
+    if t.dtype.kind in "iu":
+        live = t != ignore_index
+        tc = np.where(live, t, 0)
+        nll = -w[tc] * np.take_along_axis(logp, tc[..., None], axis=-1)[..., 0]
+        smooth = -(logp * w).sum(axis=-1)
+        per = (1 - eps) * nll + eps / classes * smooth + z_loss * lse**2
+        per = np.where(live, per, 0.0)
+        denominator = w[tc][live].sum()
+    else:
+        tt = np.moveaxis(f64(t), axis, -1) * (1 - eps) + eps / classes
+        per = -(logp * tt * w).sum(axis=-1) + z_loss * lse**2
+        denominator = per.size
+    return per, denominator
+
+
+def cross_entropy(x, target, axis=-1, weight=None, ignore_index=-100, reduction="mean",
+                  label_smoothing=0.0, z_loss=0.0):
+    per, denominator = cross_entropy_per_sample(x, target, axis, weight, ignore_index,
+                                                label_smoothing, z_loss)
+    if reduction == "none":
+        return per
+    if reduction == "sum":
+        return per.sum()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return per.sum() / denominator
+
+
+def cross_entropy_grad(x, target, axis=-1, weight=None, ignore_index=-100, reduction="mean",
+                       label_smoothing=0.0, z_loss=0.0, dloss=1.0):
+    """The analytic gradient, built from softmax and one-hot arrays in float64."""
+    xm = np.moveaxis(f64(x), axis, -1)
+    classes = xm.shape[-1]
+    p = softmax(xm, axis=-1)
+    lse = _lse_last(xm)[..., None]
+    w = np.ones(classes) if weight is None else f64(weight)
+    t = np.asarray(target)
+    eps = label_smoothing
+    if t.dtype.kind in "iu":
+        live = (t != ignore_index)[..., None]
+        tc = np.where(t != ignore_index, t, 0)
+        onehot = np.zeros_like(p)
+        np.put_along_axis(onehot, tc[..., None], 1.0, axis=-1)
+        wy = w[tc][..., None]
+        g = (1 - eps) * wy * (p - onehot) + eps / classes * (w.sum() * p - w) + 2 * z_loss * lse * p
+        g = np.where(live, g, 0.0)
+        denominator = w[tc][live[..., 0]].sum()
+    else:
+        tt = np.moveaxis(f64(t), axis, -1) * (1 - eps) + eps / classes
+        g = p * (tt * w).sum(axis=-1, keepdims=True) - w * tt + 2 * z_loss * lse * p
+        denominator = t.size // classes
+    k = np.asarray(dloss, dtype=np.float64)
+    if reduction == "none":
+        g = g * np.broadcast_to(k, g.shape[:-1])[..., None]
+    elif reduction == "sum":
+        g = g * k
+    else:
+        g = g * (k / denominator if denominator else 0.0)
+    return np.moveaxis(g, -1, axis)

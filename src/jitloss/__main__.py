@@ -109,12 +109,14 @@ def _bench(args) -> int:
     else:
         shapes = dict(B.SHAPES)
     try:
+        if args.no_torch:
+            raise ImportError
         import torch
 
         torch_version = torch.__version__
     except ImportError:
         torch = None
-        torch_version = "not installed"
+        torch_version = "not installed" if not args.no_torch else "not used"
     import numba
 
     print(f"# jitloss bench: {args.dtype}, numba threads {numba.get_num_threads()}, "
@@ -201,6 +203,7 @@ def main(argv=None) -> int:
     b.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     b.add_argument("--rounds", type=int, default=15, help="interleaved rounds per case")
     b.add_argument("--startup", action="store_true", help="also time a fresh process")
+    b.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
     sub.add_parser("demo", help="train a small classifier with cross_entropy_with_grad")
     args = parser.parse_args(argv)
     return {"info": _info, "check": _check, "bench": _bench, "demo": _demo}[args.command](args)

@@ -173,7 +173,7 @@ def check_labels(labels: np.ndarray, classes: int, ignore_index, name: str = "ta
         flat = int(np.flatnonzero(bad.ravel())[0])
         pos = np.unravel_index(flat, labels.shape) if labels.ndim else ()
         raise ValueError(
-            f"{name} holds label {labels[pos]!r} at position {tuple(int(p) for p in pos)}, "
+            f"{name} holds label {int(labels[pos])} at position {tuple(int(p) for p in pos)}, "
             f"outside [0, {classes})"
             + (f" and not ignore_index={ignore_index}" if ignore_index is not None else "")
         )
@@ -314,6 +314,17 @@ class Rows:
         t = np.squeeze(r, axis=self.axes) if keepdims else r
         t = t.transpose([sorted(kept).index(ax) for ax in kept])
         return t.reshape(self.outer, self.inner) if t.flags.c_contiguous else None
+
+    def take2(self, r: np.ndarray) -> np.ndarray:
+        """A read-only ``(outer, inner)`` view of a per-sample array shaped like a reduction
+        result (no keepdims), or a copy in the kept axes' memory order."""
+        v = self.view2(r, False)
+        if v is None:
+            kept = self._kept()
+            t = r.transpose([sorted(kept).index(ax) for ax in kept])
+            v = np.ascontiguousarray(t).reshape(self.outer, self.inner)
+        v.flags.writeable = False
+        return v
 
     def restore2(self, r2: np.ndarray, keepdims: bool) -> np.ndarray:
         """The reduction result of the caller's shape whose ``(outer, inner)`` view is r2."""

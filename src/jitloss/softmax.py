@@ -193,8 +193,10 @@ def logsumexp(x, axis=-1, *, b=None, keepdims=False, return_sign=False, out=None
     >>> from jitloss import logsumexp
     >>> float(logsumexp(np.arange(10.0)))
     9.45862974442671
-    >>> logsumexp([[0.0, 0.0], [1000.0, 1000.0]])
-    array([   0.69314718, 1000.69314718])
+    >>> logsumexp([[0.0, 0.0], [10.0, 10.0]])
+    array([ 0.69314718, 10.69314718])
+    >>> float(logsumexp([1000.0, 1000.0]))  # no overflow
+    1000.6931471805599
     >>> logsumexp([1.0, 2.0], b=[1.0, -1.0], return_sign=True)
     (np.float64(1.5413248546129181), np.float64(-1.0))
     """

@@ -14,17 +14,20 @@ Accuracy (``tests/test_math.py``, against mpmath):
 
 * ``exp(x)``: within 2 ulp for float32 and float64 over the whole range; results
   below the smallest subnormal are 0, above the largest float +inf, NaN gives NaN.
-* ``exp_sub(x, m, s)`` = exp((x - m) * s) for (x - m) * s <= 0 (x a row element, m
-  the row maximum, s = 1 / temperature > 0): within 2 ulp, with the difference
-  ``x - m`` taken exactly (TwoSum), so a float32 row with a spread of 80 loses
-  nothing.  ``(x - m) * s`` is rounded once inside an fma, so a temperature that
-  is a power of two is exact; any other adds the rounding of ``1 / T``.
+* ``exp_sub(x, m, s)`` = exp((x - m) / T) for x <= m (x a row element, m the row
+  maximum) with ``s`` = 1/T as a float64 pair (hi, lo): within 2 ulp, with the
+  difference ``x - m`` taken exactly (TwoSum) and 1/T carried to twice float64
+  precision, so neither a float32 row with a spread of 80 nor a temperature of 3
+  loses anything.  Used for every exponential, stored or summed: the sums then keep
+  the small terms that a log-softmax near probability 1 (or a cross-entropy near 0)
+  is made of.
 
-The scalar helpers are numba ``overload``s of Python stubs, so a kernel is written once
-and the float32 or float64 implementation (constants of the right width, no silent
-promotion) is picked at typing time.  They are compiled without fastmath and every
-fma is explicit: re-association would destroy the TwoSum error term and the rounding
-by the magic constant.  The row primitives are compiled with ``reassoc`` so that
+``exp`` and ``exp_sub`` are numba ``overload``s of Python stubs, so a kernel is written
+once and the float32 or float64 implementation (constants of the right width, no silent
+promotion) is picked at typing time.  The overloads only dispatch: an overload's body is
+compiled with its caller's fastmath flags, so the arithmetic lives in ``fastmath=False``
+njit functions with every fma explicit (re-association would destroy the TwoSum error
+term and the rounding by the magic constant).  The row primitives are compiled with ``reassoc`` so that
 their sums vectorise; a float32 sum is taken in float32 over blocks of ``BLOCK``
 elements and the block sums are added in float64, so its relative error stays below
 about 1e-6 for any row length (float64: block sums added in float64).
@@ -44,19 +47,22 @@ __all__ = [
     "as_type_of",
     "exp",
     "exp_sub",
-    "exp_sub_term",
     "fma",
     "lanes_dot",
+    "lanes_exp",
     "lanes_exp_store",
     "lanes_max",
+    "lanes_rest",
     "lanes_sum",
     "lanes_sumexp",
     "log1p_rest",
     "max_nan",
     "row_dot",
+    "row_exp",
     "row_exp_store",
     "row_lse",
     "row_max",
+    "row_rest",
     "row_sum",
     "row_sumexp",
 ]
@@ -237,49 +243,39 @@ def _exp64(x):
 
 
 @njit(fastmath=False)
-def _exp_sub32(x, m, s, s_lo, exact):
-    hi = x - m
-    lo = _ZERO32
-    if exact:  # TwoSum: x - m == hi + lo exactly
-        z = hi - x
-        lo = (x - (hi - z)) + (-m - z)
+def _exp_sub32(x, m, s, s_lo):
+    hi = x - m  # TwoSum: x - m == hi + lo exactly
+    z = hi - x
+    lo = (x - (hi - z)) + (-m - z)
     lowest = _LO32 / s  # (x - m) * s below LO gives 0; clamping keeps n >= -150
     inside = hi > lowest
     hi = hi if inside else lowest
-    if exact:
-        lo = lo if inside else _ZERO32  # also drops the NaN TwoSum gives for x = -inf
+    lo = lo if inside else _ZERO32  # also drops the NaN TwoSum gives for x = -inf
     t = fma(hi, s * np.float32(_LOG2E), _MAGIC32)
     nf = t - _MAGIC32
     r = fma(hi, s, -(nf * _LN2_HI32))  # one rounding: nf * _LN2_HI32 is exact
-    if exact:
-        r = fma(hi, s_lo, r)  # (hi + lo) * (s + s_lo): 1/T carried to twice the precision
+    r = fma(hi, s_lo, r)  # (hi + lo) * (s + s_lo): 1/T carried to twice the precision
     r = fma(-nf, _LN2_LO32, r)
-    if exact:
-        r = fma(lo, s, r)
+    r = fma(lo, s, r)
     scale = _float32_from_bits(_bits(t) + (_K32 + 127 - _MAGIC32_BITS) << 23)
     return _poly32(r, 2.0**-_K32) * scale
 
 
 @njit(fastmath=False)
-def _exp_sub64(x, m, s, s_lo, exact):
+def _exp_sub64(x, m, s, s_lo):
     hi = x - m
-    lo = 0.0
-    if exact:
-        z = hi - x
-        lo = (x - (hi - z)) + (-m - z)
+    z = hi - x
+    lo = (x - (hi - z)) + (-m - z)
     lowest = _LO64 / s
     inside = hi > lowest
     hi = hi if inside else lowest
-    if exact:
-        lo = lo if inside else 0.0
+    lo = lo if inside else 0.0
     t = fma(hi, s * _LOG2E, _MAGIC64)
     nf = t - _MAGIC64
     r = fma(hi, s, -(nf * _LN2_HI64))
-    if exact:
-        r = fma(hi, s_lo, r)
+    r = fma(hi, s_lo, r)
     r = fma(-nf, _LN2_LO64, r)
-    if exact:
-        r = fma(lo, s, r)
+    r = fma(lo, s, r)
     scale = _float64_from_bits(_bits(t) + (_K64 + 1023 - _MAGIC64_BITS) << 52)
     return _poly64(r, 2.0**-_K64) * scale
 
@@ -321,30 +317,11 @@ def _exp_sub_impl(x, m, s):
         def exp_sub32(x, m, s):
             hi = np.float32(s[0])
             lo = np.float32((s[0] - np.float64(hi)) + s[1])
-            return _exp_sub32(x, np.float32(m), hi, lo, True)
+            return _exp_sub32(x, np.float32(m), hi, lo)
 
         return exp_sub32
     if x == types.float64:
-        return lambda x, m, s: _exp_sub64(x, np.float64(m), s[0], s[1], True)
-    return None
-
-
-def exp_sub_term(x, m, s):  # pragma: no cover - the overload runs in jitted code
-    """exp_sub for the terms of a sum: x - m and 1/T rounded once, so the relative error
-    grows by about |x - m| / T * eps.  A term's weight in the sum, exp((x - m) / T), shrinks
-    much faster, so the sum keeps its accuracy (its error is the softmax-weighted mean of
-    |x - m| / T * eps)."""
-    return math.exp((x - m) * (s[0] + s[1]))
-
-
-@overload(exp_sub_term)
-def _exp_sub_term_impl(x, m, s):
-    if x == types.float32:
-        return lambda x, m, s: _exp_sub32(
-            x, np.float32(m), np.float32(s[0]), np.float32(0.0), False
-        )
-    if x == types.float64:
-        return lambda x, m, s: _exp_sub64(x, np.float64(m), s[0], 0.0, False)
+        return lambda x, m, s: _exp_sub64(x, np.float64(m), s[0], s[1])
     return None
 
 
@@ -354,7 +331,10 @@ def _exp_sub_term_impl(x, m, s):
 # scalar version, which must give the same bits.  "Lanes" are the strided
 # layout: x3[o, :, i0:i0 + w] of a C-contiguous (outer, classes, inner) array, w samples side
 # by side; their loops run over the w contiguous lanes, so they vectorise too.
-_REDUCE = {"reassoc", "nsz", "contract"}
+# Only re-association, which lets sums vectorise; no contraction to fma (explicit fma only):
+# whether LLVM contracts depends on the code path it picks (vector body, scalar remainder,
+# the fallback taken when out aliases x), and results must not depend on that.
+_REDUCE = {"reassoc"}
 BLOCK = 256  # float32 partial sums run over at most BLOCK terms before going to float64
 
 
@@ -395,15 +375,21 @@ def row_max(x):
 
 
 @njit(fastmath=_REDUCE)
+def row_exp(x, m, s, out):
+    """out[j] = exp((x[j] - m) * s); out may be x itself."""
+    for j in range(x.shape[0]):
+        out[j] = exp_sub(x[j], m, s)
+
+
+@njit(fastmath=_REDUCE)
 def row_exp_store(x, m, s, out):
-    """out[j] = exp((x[j] - m) * s); returns sum_j out[j] in float64.
+    """row_exp, then sum_j out[j] in float64.
 
     The sum is a second loop over ``out`` (still in L1): a loop that stores and reduces
     at once may run its scalar fallback when ``out`` is ``x`` (in place), which sums in
     another order, and in-place results must equal the others bit for bit.
     """
-    for j in range(x.shape[0]):
-        out[j] = exp_sub(x[j], m, s)
+    row_exp(x, m, s, out)
     return row_sum(out)
 
 
@@ -427,6 +413,31 @@ def row_sumexp(x, m, s):
             e = exp_sub(v, m, s)
             below = v < m
             part += e if below else zero
+            count += zero if below else one
+        rest += part
+        ties += count
+    return rest, ties
+
+
+@njit(fastmath=_REDUCE)
+def row_rest(e):
+    """(rest, ties) as row_sumexp gives them, from stored e[j] = exp((x[j] - m) * s).
+
+    The maximum gives exactly 1; a term that rounds to 1 without being maximal counts as
+    a tie, an error below one ulp of a sum that is then at least 2.
+    """
+    zero = as_type_of(0.0, e)
+    one = as_type_of(1.0, e)
+    rest = 0.0
+    ties = 0.0
+    for b0 in range(0, e.shape[0], BLOCK):
+        eb = e[b0 : b0 + BLOCK]
+        part = zero
+        count = zero
+        for j in range(eb.shape[0]):
+            v = eb[j]
+            below = v < one
+            part += v if below else zero
             count += zero if below else one
         rest += part
         ties += count
@@ -462,18 +473,39 @@ def lanes_max(x3, o, i0, m):
 
 
 @njit(fastmath=_REDUCE)
-def lanes_exp_store(x3, o, i0, m, s, out3, total):
-    """out3[o, j, i0 + k] = exp((x - m[k]) * s); total[k] = sum over j (float64)."""
+def lanes_exp(x3, o, i0, m, s, out3):
+    """out3[o, j, i0 + k] = exp((x3[o, j, i0 + k] - m[k]) * s); out3 may be x3."""
     w = m.shape[0]
-    for k in range(w):
-        total[k] = 0.0
     for j in range(x3.shape[1]):
         xr = x3[o, j, i0 : i0 + w]
         outr = out3[o, j, i0 : i0 + w]
         for k in range(w):
             outr[k] = exp_sub(xr[k], m[k], s)
-        for k in range(w):  # a separate loop over the fresh row: both loops vectorise
-            total[k] += outr[k]
+
+
+@njit(fastmath=_REDUCE)
+def lanes_exp_store(x3, o, i0, m, s, out3, total):
+    """out3[o, j, i0 + k] = exp((x - m[k]) * s); total[k] = sum over j (float64).
+
+    As in the row primitives, float32 terms are summed in float32 over BLOCK classes and
+    each block's sums are added in float64; the sums run in a loop of their own.
+    """
+    w = m.shape[0]
+    part = np.empty(w, x3.dtype)
+    for k in range(w):
+        total[k] = 0.0
+    for b0 in range(0, x3.shape[1], BLOCK):
+        for k in range(w):
+            part[k] = 0.0
+        for j in range(b0, min(b0 + BLOCK, x3.shape[1])):
+            xr = x3[o, j, i0 : i0 + w]
+            outr = out3[o, j, i0 : i0 + w]
+            for k in range(w):
+                outr[k] = exp_sub(xr[k], m[k], s)
+            for k in range(w):
+                part[k] += outr[k]
+        for k in range(w):
+            total[k] += part[k]
 
 
 @njit(fastmath=_REDUCE)
@@ -482,21 +514,52 @@ def lanes_sumexp(x3, o, i0, m, s, rest, ties):
     w = m.shape[0]
     zero = as_type_of(0.0, x3)
     one = as_type_of(1.0, x3)
-    terms = np.empty(w, x3.dtype)
-    counts = np.empty(w, x3.dtype)
+    part = np.empty(w, x3.dtype)
+    count = np.empty(w, x3.dtype)
     for k in range(w):
         rest[k] = 0.0
         ties[k] = 0.0
-    for j in range(x3.shape[1]):
-        xr = x3[o, j, i0 : i0 + w]
+    for b0 in range(0, x3.shape[1], BLOCK):
         for k in range(w):
-            v = xr[k]
-            below = v < m[k]
-            terms[k] = exp_sub(v, m[k], s) if below else zero
-            counts[k] = zero if below else one
+            part[k] = zero
+            count[k] = zero
+        for j in range(b0, min(b0 + BLOCK, x3.shape[1])):
+            xr = x3[o, j, i0 : i0 + w]
+            for k in range(w):
+                v = xr[k]
+                below = v < m[k]
+                part[k] += exp_sub(v, m[k], s) if below else zero
+                count[k] += zero if below else one
         for k in range(w):
-            rest[k] += terms[k]
-            ties[k] += counts[k]
+            rest[k] += part[k]
+            ties[k] += count[k]
+
+
+@njit(fastmath=_REDUCE)
+def lanes_rest(e3, o, i0, rest, ties):
+    """row_rest for each of the w = len(rest) lanes of stored exponentials e3."""
+    w = rest.shape[0]
+    zero = as_type_of(0.0, e3)
+    one = as_type_of(1.0, e3)
+    part = np.empty(w, e3.dtype)
+    count = np.empty(w, e3.dtype)
+    for k in range(w):
+        rest[k] = 0.0
+        ties[k] = 0.0
+    for b0 in range(0, e3.shape[1], BLOCK):
+        for k in range(w):
+            part[k] = zero
+            count[k] = zero
+        for j in range(b0, min(b0 + BLOCK, e3.shape[1])):
+            er = e3[o, j, i0 : i0 + w]
+            for k in range(w):
+                v = er[k]
+                below = v < one
+                part[k] += v if below else zero
+                count[k] += zero if below else one
+        for k in range(w):
+            rest[k] += part[k]
+            ties[k] += count[k]
 
 
 @njit(fastmath=_REDUCE)

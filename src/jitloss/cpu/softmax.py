@@ -35,7 +35,6 @@ from ._math import (
     row_sum,
 )
 
-_ELEMENTWISE = {"contract", "nsz"}
 
 # --- launchers -----------------------------------------------------------------------------
 
@@ -126,7 +125,7 @@ def log_softmax_backward(logp3, dy3, s, out3=None):
 # --- row kernels (classes contiguous) ---------------------------------------------------
 
 
-@njit(fastmath=_ELEMENTWISE)
+@njit
 def _softmax_row(x, out, s):
     m = row_max(x)
     if math.isfinite(m):
@@ -153,7 +152,7 @@ def _softmax_rows_serial(x2, out2, s):
         _softmax_row(x2[i], out2[i], s)
 
 
-@njit(fastmath=_ELEMENTWISE)
+@njit
 def _log_softmax_row(x, out, s):
     m, lse = row_lse(x, s)
     if math.isfinite(m):
@@ -202,7 +201,7 @@ def _logsumexp_rows_serial(x2, out1):
         out1[i] = _lse_row(x2[i])
 
 
-@njit(fastmath=_ELEMENTWISE)
+@njit
 def _softmax_backward_row(y, dy, out, s):
     dot = as_type_of(row_dot(dy, y), y)
     sm = as_type_of(s[0], y)
@@ -225,7 +224,7 @@ def _softmax_backward_rows_serial(y2, dy2, out2, s):
         _softmax_backward_row(y2[i], dy2[i], out2[i], s)
 
 
-@njit(fastmath=_ELEMENTWISE)
+@njit
 def _log_softmax_backward_row(logp, dy, out, s):
     total = as_type_of(row_sum(dy), logp)
     sm = as_type_of(s[0], logp)
@@ -252,7 +251,7 @@ def _log_softmax_backward_rows_serial(logp2, dy2, out2, s):
 # Task t covers outer index t // nb and lanes [i0, i0 + w) with i0 = (t % nb) * width.
 
 
-@njit(fastmath=_ELEMENTWISE)
+@njit
 def _softmax_lane_block(x3, out3, s, o, i0, w):
     m = np.empty(w, x3.dtype)
     total = np.empty(w, np.float64)
@@ -286,7 +285,7 @@ def _softmax_lanes_serial(x3, out3, s, width):
         _softmax_lane_block(x3, out3, s, t // nb, i0, min(width, x3.shape[2] - i0))
 
 
-@njit(fastmath=_ELEMENTWISE)
+@njit
 def _lse_lane_block(x3, o, i0, w, s, m, lse):
     """m[k] and lse[k] = log(sum_j exp((x - m[k]) s)) for each lane (0 where m is not finite)."""
     rest = np.empty(w, np.float64)
@@ -297,7 +296,7 @@ def _lse_lane_block(x3, o, i0, w, s, m, lse):
         lse[k] = log1p_rest(rest[k], ties[k]) if math.isfinite(m[k]) else 0.0
 
 
-@njit(fastmath=_ELEMENTWISE)
+@njit
 def _log_softmax_lane_block(x3, out3, s, o, i0, w):
     m = np.empty(w, x3.dtype)
     lse = np.empty(w, np.float64)
@@ -360,7 +359,7 @@ def _logsumexp_lanes_serial(x3, out2, width):
         _logsumexp_lane_block(x3, out2, t // nb, i0, min(width, x3.shape[2] - i0))
 
 
-@njit(fastmath=_ELEMENTWISE)
+@njit
 def _softmax_backward_lane_block(y3, dy3, out3, s, o, i0, w):
     dot = np.empty(w, np.float64)
     lanes_dot(dy3, y3, o, i0, dot)
@@ -399,7 +398,7 @@ def _softmax_backward_lanes_serial(y3, dy3, out3, s, width):
         )
 
 
-@njit(fastmath=_ELEMENTWISE)
+@njit
 def _log_softmax_backward_lane_block(logp3, dy3, out3, s, o, i0, w):
     total = np.empty(w, np.float64)
     lanes_sum(dy3, o, i0, total)

@@ -1,0 +1,612 @@
+"""CPU cross-entropy: fused loss and gradient kernels, launchers.
+
+Two target kinds: class indices (``index``) and probabilities (``prob``); each with a
+loss-only kernel (reads the logits once, writes only per-sample losses) and a fused
+loss-and-gradient kernel.  Rows (classes contiguous) and lanes (classes strided, e.g.
+PyTorch's ``(N, C, d1, ...)`` with the class axis 1) as in ``cpu/softmax.py``.
+
+Per sample, with m = max(x), L = log(sum exp(x - m)) (``log1p`` of the non-maximal
+terms), lse = m + L, weights w (ones when not given), W = sum(w), smoothing e and
+z-loss s:
+
+* index target y:  loss = (1 - e) w_y (lse - x_y) + e/C sum_c w_c (lse - x_c) + s lse^2
+                   dx_j = k [p_j ((1 - e) w_y + e/C W + 2 s lse) - e/C w_j - (1 - e) w_y [j == y]]
+                   (the entry j = y formed in float64 from the exact 1 - p_y)
+* prob target t:   t' = (1 - e) t + e/C,  A = sum_c w_c t'_c
+                   loss = sum_c w_c t'_c (lse - x_c) + s lse^2
+                   dx_j = k [p_j (A + 2 s lse) - w_j t'_j]
+
+with k the per-sample gradient scale (upstream gradient / mean's denominator).  lse - x
+is formed as (m - x) + L, so a confident correct prediction keeps its tiny loss.
+
+Passes over a row: max (from memory); the smoothing or target sums (from cache); the
+exponentials, stored in the gradient (which may be the logits themselves: everything
+later needs only the stored exponentials); the sums of the stored exponentials; the
+gradient, rescaled in place.  Per-sample losses go to a float64 array that the public
+layer reduces in a fixed order, so results do not depend on the thread count.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from . import lane_width, run
+from ._math import (
+    BLOCK,
+    _REDUCE,
+    as_type_of,
+    exp_sub,
+    lanes_exp,
+    lanes_max,
+    lanes_rest,
+    lanes_sumexp,
+    log1p_rest,
+    row_exp,
+    row_max,
+    row_rest,
+    row_sumexp,
+)
+
+_ONE = (1.0, 0.0)  # exp_sub's 1/T for T = 1
+
+# --- launchers -----------------------------------------------------------------------------
+
+
+def _rows(a3):
+    return a3.reshape(a3.shape[0], a3.shape[1])
+
+
+def _width(a3):
+    return lane_width(a3.shape[1], a3.itemsize)
+
+
+def index_loss(x3, y2, w, wsum, ignore, eps, z):
+    """Per-sample losses (float64, (outer, inner)) for class-index targets."""
+    loss2 = np.empty(y2.shape, np.float64)
+    if x3.shape[2] == 1:
+        args = (_rows(x3), y2[:, 0], w, wsum, ignore, eps, z, loss2[:, 0])
+        run(_index_rows_serial, _index_rows, x3.size, *args)
+    else:
+        args = (x3, y2, w, wsum, ignore, eps, z, loss2, _width(x3))
+        run(_index_lanes_serial, _index_lanes, x3.size, *args)
+    return loss2
+
+
+def index_loss_grad(x3, y2, w, wsum, ignore, eps, z, scale2, g3=None):
+    """(per-sample losses, gradient) for class-index targets; g3 may be x3's memory."""
+    loss2 = np.empty(y2.shape, np.float64)
+    g3 = np.empty(x3.shape, x3.dtype) if g3 is None else g3
+    if x3.shape[2] == 1:
+        args = (_rows(x3), y2[:, 0], w, wsum, ignore, eps, z, scale2[:, 0], loss2[:, 0],
+                _rows(g3))
+        run(_index_grad_rows_serial, _index_grad_rows, x3.size, *args)
+    else:
+        args = (x3, y2, w, wsum, ignore, eps, z, scale2, loss2, g3, _width(x3))
+        run(_index_grad_lanes_serial, _index_grad_lanes, x3.size, *args)
+    return loss2, g3
+
+
+def prob_loss(x3, t3, w, eps, z):
+    """Per-sample losses (float64, (outer, inner)) for probability targets."""
+    loss2 = np.empty((x3.shape[0], x3.shape[2]), np.float64)
+    if x3.shape[2] == 1:
+        args = (_rows(x3), _rows(t3), w, eps, z, loss2[:, 0])
+        run(_prob_rows_serial, _prob_rows, x3.size, *args)
+    else:
+        args = (x3, t3, w, eps, z, loss2, _width(x3))
+        run(_prob_lanes_serial, _prob_lanes, x3.size, *args)
+    return loss2
+
+
+def prob_loss_grad(x3, t3, w, eps, z, scale2, g3=None):
+    """(per-sample losses, gradient) for probability targets; g3 may be x3's memory."""
+    loss2 = np.empty((x3.shape[0], x3.shape[2]), np.float64)
+    g3 = np.empty(x3.shape, x3.dtype) if g3 is None else g3
+    if x3.shape[2] == 1:
+        args = (_rows(x3), _rows(t3), w, eps, z, scale2[:, 0], loss2[:, 0], _rows(g3))
+        run(_prob_grad_rows_serial, _prob_grad_rows, x3.size, *args)
+    else:
+        args = (x3, t3, w, eps, z, scale2, loss2, g3, _width(x3))
+        run(_prob_grad_lanes_serial, _prob_grad_lanes, x3.size, *args)
+    return loss2, g3
+
+
+# --- per-row pieces ---------------------------------------------------------------------------
+
+
+@njit(fastmath=_REDUCE)
+def _row_gap(x, m, w):
+    """sum_c w_c (m - x_c) in float64 (the label-smoothing term; every term >= 0)."""
+    total = 0.0
+    for b0 in range(0, x.shape[0], BLOCK):
+        xb = x[b0 : b0 + BLOCK]
+        wb = w[b0 : b0 + BLOCK]
+        part = as_type_of(0.0, x)
+        for j in range(xb.shape[0]):
+            part += wb[j] * (m - xb[j])
+        total += part
+    return total
+
+
+@njit(fastmath=_REDUCE)
+def _row_target_sums(x, t, w, m, k1, k0):
+    """(sum_c w_c t'_c, sum_c w_c t'_c (m - x_c)) with t' = k1 t + k0, in float64."""
+    mass = 0.0
+    gap = 0.0
+    for b0 in range(0, x.shape[0], BLOCK):
+        xb = x[b0 : b0 + BLOCK]
+        tb = t[b0 : b0 + BLOCK]
+        wb = w[b0 : b0 + BLOCK]
+        pm = as_type_of(0.0, x)
+        pg = as_type_of(0.0, x)
+        for j in range(xb.shape[0]):
+            wt = wb[j] * (tb[j] * k1 + k0)
+            pm += wt
+            pg += wt * (m - xb[j])
+        mass += pm
+        gap += pg
+    return mass, gap
+
+
+@njit
+def _index_loss_value(m, xy, L, wy, wsum, gap, eps, z, classes):
+    # (1 - e) w_y (lse - x_y) + e/C (sum_c w_c (m - x_c) + W L) + s lse^2,  lse - x = (m - x) + L
+    lse = m + L
+    loss = (1.0 - eps) * wy * ((m - xy) + L)
+    if eps > 0:
+        loss += eps / classes * (gap + wsum * L)
+    if z > 0:
+        loss += z * lse * lse
+    return loss
+
+
+@njit
+def _prob_loss_value(gap, L, mass, z, lse):
+    # sum_c w_c t'_c ((m - x_c) + L) + s lse^2; compiled without contraction so that the
+    # loss-only and the fused kernels give the same bits
+    return gap + L * mass + z * lse * lse
+
+
+@njit
+def _index_row(x, y, w, wsum, ignore, eps, z):
+    if y == ignore:
+        return 0.0
+    m = row_max(x)
+    if not math.isfinite(m):
+        return np.nan
+    rest, ties = row_sumexp(x, m, _ONE)
+    gap = _row_gap(x, m, w) if eps > 0 else 0.0
+    return _index_loss_value(
+        np.float64(m), np.float64(x[y]), log1p_rest(rest, ties), np.float64(w[y]), wsum, gap,
+        eps, z, x.shape[0],
+    )
+
+
+@njit
+def _fill(g, value):
+    v = as_type_of(value, g)
+    for j in range(g.shape[0]):
+        g[j] = v
+
+
+@njit
+def _index_grad_row(x, y, w, wsum, ignore, eps, z, scale, g):
+    C = x.shape[0]
+    if y == ignore:
+        _fill(g, 0.0)
+        return 0.0
+    m = row_max(x)
+    if not math.isfinite(m):
+        _fill(g, np.nan)
+        return np.nan
+    xy = np.float64(x[y])  # read before g (possibly x itself) is written
+    gap = _row_gap(x, m, w) if eps > 0 else 0.0
+    row_exp(x, m, _ONE, g)
+    rest, ties = row_rest(g)
+    L = log1p_rest(rest, ties)
+    wy = np.float64(w[y])
+    loss = _index_loss_value(np.float64(m), xy, L, wy, wsum, gap, eps, z, C)
+    lse = np.float64(m) + L
+    total = rest + ties
+    ey = np.float64(g[y])
+    a = as_type_of(scale * ((1.0 - eps) * wy + eps / C * wsum + 2.0 * z * lse) / total, g)
+    b = as_type_of(scale * eps / C, g)
+    if eps > 0:
+        for j in range(C):
+            g[j] = g[j] * a - b * w[j]
+    else:
+        for j in range(C):
+            g[j] = g[j] * a
+    g[y] = _target_entry(ey, rest, ties, scale, wy, wsum, eps, z, lse, C)
+    return loss
+
+
+@njit
+def _target_entry(ey, rest, ties, scale, wy, wsum, eps, z, lse, classes):
+    """The gradient at the target class, in float64: k (1 - e) w_y (p_y - 1) + the rest.
+
+    p_y - 1 = (e_y - S) / S; when y holds the maximum (e_y = 1) e_y - S is -(rest + ties - 1)
+    exactly, so a confident prediction's 1 - p_y ~ 1e-6 keeps its digits (the float32
+    difference p_y - 1 would keep one or two).
+    """
+    total = rest + ties
+    gap = -(rest + (ties - 1.0)) if ey == 1.0 else ey - total
+    return (
+        scale * (1.0 - eps) * wy * (gap / total)
+        + scale * (eps / classes * wsum + 2.0 * z * lse) * (ey / total)
+        - scale * eps / classes * wy
+    )
+
+
+@njit
+def _prob_row(x, t, w, eps, z):
+    m = row_max(x)
+    if not math.isfinite(m):
+        return np.nan
+    k1 = as_type_of(1.0 - eps, x)
+    k0 = as_type_of(eps / x.shape[0], x)
+    mass, gap = _row_target_sums(x, t, w, m, k1, k0)
+    rest, ties = row_sumexp(x, m, _ONE)
+    L = log1p_rest(rest, ties)
+    return _prob_loss_value(gap, L, mass, z, np.float64(m) + L)
+
+
+@njit
+def _prob_grad_row(x, t, w, eps, z, scale, g):
+    C = x.shape[0]
+    m = row_max(x)
+    if not math.isfinite(m):
+        _fill(g, np.nan)
+        return np.nan
+    k1 = as_type_of(1.0 - eps, x)
+    k0 = as_type_of(eps / C, x)
+    mass, gap = _row_target_sums(x, t, w, m, k1, k0)
+    row_exp(x, m, _ONE, g)
+    rest, ties = row_rest(g)
+    L = log1p_rest(rest, ties)
+    lse = np.float64(m) + L
+    a = as_type_of(scale * (mass + 2.0 * z * lse) / (rest + ties), g)
+    c1 = as_type_of(scale * (1.0 - eps), g)
+    c0 = as_type_of(scale * eps / C, g)
+    for j in range(C):
+        g[j] = g[j] * a - w[j] * (t[j] * c1 + c0)
+    return _prob_loss_value(gap, L, mass, z, lse)
+
+
+# --- row kernels ------------------------------------------------------------------------------
+
+
+@njit(parallel=True, cache=True)
+def _index_rows(x2, y1, w, wsum, ignore, eps, z, loss1):
+    # loss_n = (1 - e) w_y (lse - x_y) + e/C sum_c w_c (lse - x_c) + s lse^2  (0 if ignored)
+    # gradient: _index_grad_rows
+    for i in prange(x2.shape[0]):
+        loss1[i] = _index_row(x2[i], y1[i], w, wsum, ignore, eps, z)
+
+
+@njit(cache=True)
+def _index_rows_serial(x2, y1, w, wsum, ignore, eps, z, loss1):
+    # serial twin of _index_rows, for small inputs
+    for i in range(x2.shape[0]):
+        loss1[i] = _index_row(x2[i], y1[i], w, wsum, ignore, eps, z)
+
+
+@njit(parallel=True, cache=True)
+def _index_grad_rows(x2, y1, w, wsum, ignore, eps, z, scale1, loss1, g2):
+    # loss_n as in _index_rows;
+    # g_j = k [p_j ((1-e) w_y + e/C W + 2 s lse) - e/C w_j - (1-e) w_y [j == y]]
+    for i in prange(x2.shape[0]):
+        loss1[i] = _index_grad_row(x2[i], y1[i], w, wsum, ignore, eps, z, scale1[i], g2[i])
+
+
+@njit(cache=True)
+def _index_grad_rows_serial(x2, y1, w, wsum, ignore, eps, z, scale1, loss1, g2):
+    # serial twin of _index_grad_rows, for small inputs
+    for i in range(x2.shape[0]):
+        loss1[i] = _index_grad_row(x2[i], y1[i], w, wsum, ignore, eps, z, scale1[i], g2[i])
+
+
+@njit(parallel=True, cache=True)
+def _prob_rows(x2, t2, w, eps, z, loss1):
+    # loss_n = sum_c w_c t'_c (lse - x_c) + s lse^2,  t' = (1 - e) t + e/C
+    # gradient: _prob_grad_rows
+    for i in prange(x2.shape[0]):
+        loss1[i] = _prob_row(x2[i], t2[i], w, eps, z)
+
+
+@njit(cache=True)
+def _prob_rows_serial(x2, t2, w, eps, z, loss1):
+    # serial twin of _prob_rows, for small inputs
+    for i in range(x2.shape[0]):
+        loss1[i] = _prob_row(x2[i], t2[i], w, eps, z)
+
+
+@njit(parallel=True, cache=True)
+def _prob_grad_rows(x2, t2, w, eps, z, scale1, loss1, g2):
+    # loss_n as in _prob_rows;  g_j = k [p_j (sum_c w_c t'_c + 2 s lse) - w_j t'_j]
+    for i in prange(x2.shape[0]):
+        loss1[i] = _prob_grad_row(x2[i], t2[i], w, eps, z, scale1[i], g2[i])
+
+
+@njit(cache=True)
+def _prob_grad_rows_serial(x2, t2, w, eps, z, scale1, loss1, g2):
+    # serial twin of _prob_grad_rows, for small inputs
+    for i in range(x2.shape[0]):
+        loss1[i] = _prob_grad_row(x2[i], t2[i], w, eps, z, scale1[i], g2[i])
+
+
+# --- lane pieces (classes strided) -------------------------------------------------------------
+# A lane block is x3[o, :, i0:i0 + w]: the same sums as the row pieces, one per lane, with
+# per-lane coefficients; lanes whose maximum is not finite end up NaN, ignored lanes 0.
+
+
+@njit(fastmath=_REDUCE)
+def _lanes_gap(x3, o, i0, m, w, gap):
+    """gap[k] = sum_j w_j (m[k] - x3[o, j, i0 + k]) in float64."""
+    n = m.shape[0]
+    part = np.empty(n, x3.dtype)
+    for k in range(n):
+        gap[k] = 0.0
+    for b0 in range(0, x3.shape[1], BLOCK):
+        for k in range(n):
+            part[k] = 0.0
+        for j in range(b0, min(b0 + BLOCK, x3.shape[1])):
+            xr = x3[o, j, i0 : i0 + n]
+            wj = w[j]
+            for k in range(n):
+                part[k] += wj * (m[k] - xr[k])
+        for k in range(n):
+            gap[k] += part[k]
+
+
+@njit(fastmath=_REDUCE)
+def _lanes_target_sums(x3, t3, o, i0, m, w, k1, k0, mass, gap):
+    """mass[k] = sum_j w_j t'_jk, gap[k] = sum_j w_j t'_jk (m[k] - x_jk), t' = k1 t + k0."""
+    n = m.shape[0]
+    pm = np.empty(n, x3.dtype)
+    pg = np.empty(n, x3.dtype)
+    for k in range(n):
+        mass[k] = 0.0
+        gap[k] = 0.0
+    for b0 in range(0, x3.shape[1], BLOCK):
+        for k in range(n):
+            pm[k] = 0.0
+            pg[k] = 0.0
+        for j in range(b0, min(b0 + BLOCK, x3.shape[1])):
+            xr = x3[o, j, i0 : i0 + n]
+            tr = t3[o, j, i0 : i0 + n]
+            wj = w[j]
+            for k in range(n):
+                wt = wj * (tr[k] * k1 + k0)
+                pm[k] += wt
+                pg[k] += wt * (m[k] - xr[k])
+        for k in range(n):
+            mass[k] += pm[k]
+            gap[k] += pg[k]
+
+
+@njit
+def _index_lane_block(x3, y2, w, wsum, ignore, eps, z, loss2, o, i0, n):
+    C = x3.shape[1]
+    m = np.empty(n, x3.dtype)
+    rest = np.empty(n, np.float64)
+    ties = np.empty(n, np.float64)
+    gap = np.zeros(n, np.float64)
+    lanes_max(x3, o, i0, m)
+    lanes_sumexp(x3, o, i0, m, _ONE, rest, ties)
+    if eps > 0:
+        _lanes_gap(x3, o, i0, m, w, gap)
+    for k in range(n):
+        y = y2[o, i0 + k]
+        if y == ignore:
+            loss2[o, i0 + k] = 0.0
+        elif not math.isfinite(m[k]):
+            loss2[o, i0 + k] = np.nan
+        else:
+            L = log1p_rest(rest[k], ties[k])
+            loss2[o, i0 + k] = _index_loss_value(
+                np.float64(m[k]), np.float64(x3[o, y, i0 + k]), L, np.float64(w[y]), wsum,
+                gap[k], eps, z, C,
+            )
+
+
+@njit
+def _index_grad_lane_block(x3, y2, w, wsum, ignore, eps, z, scale2, loss2, g3, o, i0, n):
+    C = x3.shape[1]
+    m = np.empty(n, x3.dtype)
+    rest = np.empty(n, np.float64)
+    ties = np.empty(n, np.float64)
+    gap = np.zeros(n, np.float64)
+    xy = np.empty(n, np.float64)
+    lanes_max(x3, o, i0, m)
+    for k in range(n):  # read before g3 (possibly x3 itself) is written
+        y = y2[o, i0 + k]
+        xy[k] = x3[o, y, i0 + k] if y != ignore else 0.0
+    if eps > 0:
+        _lanes_gap(x3, o, i0, m, w, gap)
+    lanes_exp(x3, o, i0, m, _ONE, g3)
+    lanes_rest(g3, o, i0, rest, ties)
+    a = np.empty(n, g3.dtype)
+    live = np.empty(n, np.bool_)
+    b = as_type_of(eps / C, g3)
+    for k in range(n):
+        y = y2[o, i0 + k]
+        sc = scale2[o, i0 + k]
+        live[k] = y != ignore
+        if not live[k]:
+            loss2[o, i0 + k] = 0.0
+            a[k] = 0.0
+        elif not math.isfinite(m[k]):
+            loss2[o, i0 + k] = np.nan
+            a[k] = np.nan
+        else:
+            L = log1p_rest(rest[k], ties[k])
+            wy = np.float64(w[y])
+            mk = np.float64(m[k])
+            loss2[o, i0 + k] = _index_loss_value(mk, xy[k], L, wy, wsum, gap[k], eps, z, C)
+            lse = mk + L
+            a[k] = sc * ((1.0 - eps) * wy + eps / C * wsum + 2.0 * z * lse) / (rest[k] + ties[k])
+    ey = np.empty(n, np.float64)
+    for k in range(n):
+        y = y2[o, i0 + k]
+        ey[k] = g3[o, y, i0 + k] if live[k] else 0.0
+    zero = as_type_of(0.0, g3)
+    for j in range(C):
+        gr = g3[o, j, i0 : i0 + n]
+        sr = scale2[o, i0 : i0 + n]
+        bw = b * w[j]
+        for k in range(n):
+            v = gr[k] * a[k] - as_type_of(sr[k], g3) * bw
+            gr[k] = v if live[k] else zero
+    for k in range(n):
+        y = y2[o, i0 + k]
+        if live[k] and math.isfinite(m[k]):
+            g3[o, y, i0 + k] = _target_entry(
+                ey[k], rest[k], ties[k], scale2[o, i0 + k], np.float64(w[y]), wsum, eps, z,
+                np.float64(m[k]) + log1p_rest(rest[k], ties[k]), C,
+            )
+
+
+@njit
+def _prob_lane_block(x3, t3, w, eps, z, loss2, o, i0, n):
+    C = x3.shape[1]
+    m = np.empty(n, x3.dtype)
+    rest = np.empty(n, np.float64)
+    ties = np.empty(n, np.float64)
+    mass = np.empty(n, np.float64)
+    gap = np.empty(n, np.float64)
+    lanes_max(x3, o, i0, m)
+    k1 = as_type_of(1.0 - eps, x3)
+    k0 = as_type_of(eps / C, x3)
+    _lanes_target_sums(x3, t3, o, i0, m, w, k1, k0, mass, gap)
+    lanes_sumexp(x3, o, i0, m, _ONE, rest, ties)
+    for k in range(n):
+        if not math.isfinite(m[k]):
+            loss2[o, i0 + k] = np.nan
+        else:
+            L = log1p_rest(rest[k], ties[k])
+            loss2[o, i0 + k] = _prob_loss_value(gap[k], L, mass[k], z, np.float64(m[k]) + L)
+
+
+@njit
+def _prob_grad_lane_block(x3, t3, w, eps, z, scale2, loss2, g3, o, i0, n):
+    C = x3.shape[1]
+    m = np.empty(n, x3.dtype)
+    rest = np.empty(n, np.float64)
+    ties = np.empty(n, np.float64)
+    mass = np.empty(n, np.float64)
+    gap = np.empty(n, np.float64)
+    lanes_max(x3, o, i0, m)
+    k1 = as_type_of(1.0 - eps, x3)
+    k0 = as_type_of(eps / C, x3)
+    _lanes_target_sums(x3, t3, o, i0, m, w, k1, k0, mass, gap)
+    lanes_exp(x3, o, i0, m, _ONE, g3)
+    lanes_rest(g3, o, i0, rest, ties)
+    a = np.empty(n, g3.dtype)
+    c1 = np.empty(n, g3.dtype)
+    c0 = np.empty(n, g3.dtype)
+    for k in range(n):
+        sc = scale2[o, i0 + k]
+        c1[k] = sc * (1.0 - eps)
+        c0[k] = sc * eps / C
+        if not math.isfinite(m[k]):
+            loss2[o, i0 + k] = np.nan
+            a[k] = np.nan
+        else:
+            L = log1p_rest(rest[k], ties[k])
+            lse = np.float64(m[k]) + L
+            loss2[o, i0 + k] = _prob_loss_value(gap[k], L, mass[k], z, lse)
+            a[k] = sc * (mass[k] + 2.0 * z * lse) / (rest[k] + ties[k])
+    for j in range(C):
+        gr = g3[o, j, i0 : i0 + n]
+        tr = t3[o, j, i0 : i0 + n]
+        wj = w[j]
+        for k in range(n):
+            gr[k] = gr[k] * a[k] - wj * (tr[k] * c1[k] + c0[k])
+
+
+# --- lane kernels -----------------------------------------------------------------------------
+# Task t covers outer index t // nb and lanes [i0, i0 + n) with i0 = (t % nb) * width.
+
+
+@njit(parallel=True, cache=True)
+def _index_lanes(x3, y2, w, wsum, ignore, eps, z, loss2, width):
+    # loss as in _index_rows, class axis strided
+    nb = (x3.shape[2] + width - 1) // width
+    for t in prange(x3.shape[0] * nb):
+        i0 = (t % nb) * width
+        n = min(width, x3.shape[2] - i0)
+        _index_lane_block(x3, y2, w, wsum, ignore, eps, z, loss2, t // nb, i0, n)
+
+
+@njit(cache=True)
+def _index_lanes_serial(x3, y2, w, wsum, ignore, eps, z, loss2, width):
+    # serial twin of _index_lanes, for small inputs
+    nb = (x3.shape[2] + width - 1) // width
+    for t in range(x3.shape[0] * nb):
+        i0 = (t % nb) * width
+        n = min(width, x3.shape[2] - i0)
+        _index_lane_block(x3, y2, w, wsum, ignore, eps, z, loss2, t // nb, i0, n)
+
+
+@njit(parallel=True, cache=True)
+def _index_grad_lanes(x3, y2, w, wsum, ignore, eps, z, scale2, loss2, g3, width):
+    # loss and gradient as in _index_grad_rows, class axis strided
+    nb = (x3.shape[2] + width - 1) // width
+    for t in prange(x3.shape[0] * nb):
+        i0 = (t % nb) * width
+        n = min(width, x3.shape[2] - i0)
+        _index_grad_lane_block(x3, y2, w, wsum, ignore, eps, z, scale2, loss2, g3, t // nb, i0,
+                               n)
+
+
+@njit(cache=True)
+def _index_grad_lanes_serial(x3, y2, w, wsum, ignore, eps, z, scale2, loss2, g3, width):
+    # serial twin of _index_grad_lanes, for small inputs
+    nb = (x3.shape[2] + width - 1) // width
+    for t in range(x3.shape[0] * nb):
+        i0 = (t % nb) * width
+        n = min(width, x3.shape[2] - i0)
+        _index_grad_lane_block(x3, y2, w, wsum, ignore, eps, z, scale2, loss2, g3, t // nb, i0,
+                               n)
+
+
+@njit(parallel=True, cache=True)
+def _prob_lanes(x3, t3, w, eps, z, loss2, width):
+    # loss as in _prob_rows, class axis strided
+    nb = (x3.shape[2] + width - 1) // width
+    for t in prange(x3.shape[0] * nb):
+        i0 = (t % nb) * width
+        _prob_lane_block(x3, t3, w, eps, z, loss2, t // nb, i0, min(width, x3.shape[2] - i0))
+
+
+@njit(cache=True)
+def _prob_lanes_serial(x3, t3, w, eps, z, loss2, width):
+    # serial twin of _prob_lanes, for small inputs
+    nb = (x3.shape[2] + width - 1) // width
+    for t in range(x3.shape[0] * nb):
+        i0 = (t % nb) * width
+        _prob_lane_block(x3, t3, w, eps, z, loss2, t // nb, i0, min(width, x3.shape[2] - i0))
+
+
+@njit(parallel=True, cache=True)
+def _prob_grad_lanes(x3, t3, w, eps, z, scale2, loss2, g3, width):
+    # loss and gradient as in _prob_grad_rows, class axis strided
+    nb = (x3.shape[2] + width - 1) // width
+    for t in prange(x3.shape[0] * nb):
+        i0 = (t % nb) * width
+        n = min(width, x3.shape[2] - i0)
+        _prob_grad_lane_block(x3, t3, w, eps, z, scale2, loss2, g3, t // nb, i0, n)
+
+
+@njit(cache=True)
+def _prob_grad_lanes_serial(x3, t3, w, eps, z, scale2, loss2, g3, width):
+    # serial twin of _prob_grad_lanes, for small inputs
+    nb = (x3.shape[2] + width - 1) // width
+    for t in range(x3.shape[0] * nb):
+        i0 = (t % nb) * width
+        n = min(width, x3.shape[2] - i0)
+        _prob_grad_lane_block(x3, t3, w, eps, z, scale2, loss2, g3, t // nb, i0, n)

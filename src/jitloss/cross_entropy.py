@@ -1,0 +1,336 @@
+"""Softmax cross-entropy, and its gradient fused into the same pass.
+
+Public layer: arguments are checked and shaped here (``jitloss._args``); the per-sample
+work is done by ``jitloss.cpu.cross_entropy`` (or ``jitloss.cuda.cross_entropy`` for
+CUDA arrays), and the per-sample losses are reduced here in a fixed order.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _args
+from ._args import (
+    Rows,
+    check_nonnegative,
+    check_out,
+    check_reduction,
+    check_unit_interval,
+    float_inputs,
+    normalize_axes,
+)
+from .cpu import cross_entropy as _cpu
+
+__all__ = ["cross_entropy", "cross_entropy_with_grad"]
+
+
+def _cuda():
+    from .cuda import cross_entropy as backend  # imported lazily
+
+    return backend
+
+
+@dataclass
+class _Plan:
+    """Validated arguments, laid out for the kernels."""
+
+    rows: Rows
+    x3: np.ndarray
+    compute: np.dtype
+    result: np.dtype
+    kind: str  # "index" or "prob"
+    y2: np.ndarray | None  # (outer, inner) int64 labels
+    t3: np.ndarray | None  # (outer, classes, inner) probabilities
+    w: np.ndarray  # (classes,) weights in the compute dtype (ones when not given)
+    wsum: float
+    ignore: int
+    eps: float
+    z: float
+    reduction: str
+    denominator: float  # what "mean" divides by
+
+
+def _plan(logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss):
+    reduction = check_reduction(reduction)
+    eps = check_unit_interval(label_smoothing, "label_smoothing")
+    z = check_nonnegative(z_loss, "z_loss")
+    if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(ignore_index, numbers.Integral):
+        raise TypeError(f"ignore_index must be an integer, got {ignore_index!r}")
+    ignore = int(ignore_index)
+    (x,), compute, result = float_inputs((logits, "logits"))
+    if x.ndim == 0:
+        raise ValueError("logits must have at least one dimension (the classes)")
+    if isinstance(axis, (tuple, list)) or axis is None:
+        raise TypeError(f"axis must be a single int (the class axis), got {axis!r}")
+    axes = normalize_axes(axis, x.ndim)
+    rows = Rows.of(x, axes)
+    classes = rows.classes
+    x3 = rows.take3(x)
+
+    t = np.asarray(target)
+    sample_shape = rows.reduced_shape(False)
+    y2 = t3 = None
+    if t.dtype.kind in "iu":
+        kind = "index"
+        if t.shape != sample_shape:
+            raise ValueError(
+                f"target holds class indices of shape {t.shape}; expected logits' shape "
+                f"without the class axis, {sample_shape}"
+            )
+        labels = t.astype(np.int64, copy=False)
+        _args.check_labels(labels, classes, ignore, "target")
+        y2 = rows.take2(labels)
+    elif t.dtype.kind == "f":
+        kind = "prob"
+        if t.shape != x.shape:
+            raise TypeError(
+                f"target is floating-point ({t.dtype}) of shape {t.shape}: floating-point "
+                f"targets are class probabilities of logits' shape {x.shape}; class indices "
+                f"must be integers"
+            )
+        if ignore >= 0:
+            raise ValueError(
+                f"ignore_index={ignore} is not supported with probability targets "
+                f"(as in PyTorch)"
+            )
+        t3 = rows.take3(t.astype(compute, copy=False))
+    else:
+        raise TypeError(
+            f"target must hold integer class indices or floating-point probabilities, "
+            f"got dtype {t.dtype}"
+        )
+
+    if weight is None:
+        w = np.ones(classes, compute)
+    else:
+        w = np.asarray(weight)
+        _args.result_dtype(w.dtype, "weight")
+        if w.shape != (classes,):
+            raise ValueError(f"weight has shape {w.shape}; expected ({classes},), one per class")
+        w = np.ascontiguousarray(w, dtype=compute)
+    wsum = float(np.sum(w, dtype=np.float64))
+
+    if kind == "index":
+        live = y2 != ignore
+        if weight is None:
+            denominator = float(np.count_nonzero(live))
+        else:
+            denominator = float(np.sum(w.astype(np.float64)[np.where(live, y2, 0)][live]))
+    else:
+        denominator = float(rows.outer * rows.inner)
+    return _Plan(rows, x3, compute, result, kind, y2, t3, w, wsum, ignore, eps, z, reduction,
+                 denominator)
+
+
+def _reduce(plan: _Plan, loss2: np.ndarray):
+    """The returned loss: per-sample array ("none") or a scalar of the result dtype."""
+    if plan.reduction == "none":
+        return plan.rows.restore2(loss2, False).astype(plan.result)
+    total = float(np.sum(loss2))  # pairwise, in a fixed order
+    if plan.reduction == "mean":
+        total = total / plan.denominator if plan.denominator != 0 else float("nan")
+    return plan.result.type(total)
+
+
+def _scale2(plan: _Plan, dloss) -> np.ndarray:
+    """Per-sample gradient scale: the upstream gradient, divided by mean's denominator."""
+    shape2 = (plan.rows.outer, plan.rows.inner)
+    if plan.reduction == "none":
+        if dloss is None:
+            return np.ones(shape2)
+        d = np.asarray(dloss, dtype=np.float64)
+        sample_shape = plan.rows.reduced_shape(False)
+        try:
+            d = np.broadcast_to(d, sample_shape)
+        except ValueError:
+            raise ValueError(
+                f"dloss of shape {d.shape} does not broadcast to the per-sample loss shape "
+                f"{sample_shape}"
+            ) from None
+        return np.ascontiguousarray(plan.rows.take2(d))
+    if dloss is None:
+        k = 1.0
+    else:
+        d = np.asarray(dloss, dtype=np.float64)
+        if d.size != 1:
+            raise ValueError(
+                f"dloss must be a scalar for reduction={plan.reduction!r}, got shape {d.shape}"
+            )
+        k = float(d.reshape(()))
+    if plan.reduction == "mean":
+        k = k / plan.denominator if plan.denominator != 0 else 0.0
+    return np.full(shape2, k)
+
+
+def cross_entropy(
+    logits,
+    target,
+    *,
+    axis=-1,
+    weight=None,
+    ignore_index=-100,
+    reduction="mean",
+    label_smoothing=0.0,
+    z_loss=0.0,
+):
+    r"""Softmax cross-entropy between ``logits`` and ``target`` (PyTorch's semantics).
+
+    For a sample with logits :math:`x` (C classes), :math:`p = \mathrm{softmax}(x)` and
+    :math:`\mathrm{lse} = \log\sum_c e^{x_c}`:
+
+    .. math:: \ell = (1-\varepsilon)\, w_y (\mathrm{lse} - x_y)
+              + \frac{\varepsilon}{C} \sum_c w_c (\mathrm{lse} - x_c)
+              + s\, \mathrm{lse}^2
+
+    for a class index :math:`y`, and :math:`\ell = \sum_c w_c t'_c (\mathrm{lse} - x_c)
+    + s\,\mathrm{lse}^2` with :math:`t' = (1-\varepsilon) t + \varepsilon / C` for class
+    probabilities :math:`t`.  :math:`\varepsilon` is ``label_smoothing``, :math:`s` is
+    ``z_loss`` (PaLM's auxiliary loss), :math:`w` is ``weight``.
+
+    Parameters
+    ----------
+    logits : array_like or CUDA array
+        Unnormalised scores; the classes lie along ``axis``.
+    target : array_like of int, or of float
+        Class indices shaped like ``logits`` without ``axis``, or class probabilities
+        shaped like ``logits``.
+    axis : int, optional
+        The class axis; -1 by default (PyTorch's ``(N, C, d1, ...)`` inputs are ``axis=1``).
+    weight : array_like, optional
+        One weight per class.
+    ignore_index : int, optional
+        Samples whose target is this class index contribute 0 and take no part in
+        "mean"'s denominator.  Default -100.  Not allowed (>= 0) with probabilities.
+    reduction : {"mean", "sum", "none"}, optional
+        "mean" divides the sum by the sum of ``weight[target]`` over the samples not
+        ignored (their count without ``weight``; the sample count for probabilities);
+        all ignored gives NaN.
+    label_smoothing : float, optional
+        :math:`\varepsilon \in [0, 1]`.
+    z_loss : float, optional
+        :math:`s \ge 0`; adds :math:`s\,\mathrm{lse}^2` to each sample's loss (ignored
+        samples excepted), before the reduction.
+
+    Returns
+    -------
+    loss : scalar or ndarray
+        A scalar of the logits' dtype for "mean" and "sum"; per-sample losses shaped like
+        ``logits`` without ``axis`` for "none".
+
+    See Also
+    --------
+    cross_entropy_with_grad : the same loss and its gradient in one pass.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from jitloss import cross_entropy
+    >>> logits = np.array([[2.0, 0.5, -1.0], [0.0, 0.0, 3.0]])
+    >>> float(cross_entropy(logits, [0, 2]))
+    0.16811...
+    >>> cross_entropy(logits, [0, -100], reduction="none")
+    array([0.24131..., 0.        ])
+    >>> float(cross_entropy(logits, [[1.0, 0, 0], [0, 0, 1.0]]))  # probabilities
+    0.16811...
+    """
+    if any(_args.is_cuda_array(a) for a in (logits, target, weight)):
+        return _cuda().cross_entropy_public(
+            logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss
+        )
+    plan = _plan(logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss)
+    if plan.kind == "index":
+        loss2 = _cpu.index_loss(plan.x3, plan.y2, plan.w, plan.wsum, plan.ignore, plan.eps,
+                                plan.z)
+    else:
+        loss2 = _cpu.prob_loss(plan.x3, plan.t3, plan.w, plan.eps, plan.z)
+    return _reduce(plan, loss2)
+
+
+def cross_entropy_with_grad(
+    logits,
+    target,
+    *,
+    axis=-1,
+    weight=None,
+    ignore_index=-100,
+    reduction="mean",
+    label_smoothing=0.0,
+    z_loss=0.0,
+    dloss=None,
+    grad_out=None,
+):
+    r""":func:`cross_entropy` and its gradient with respect to ``logits``, in one pass.
+
+    Per sample, with :math:`k` the upstream gradient ``dloss`` (divided by "mean"'s
+    denominator):
+
+    .. math:: \frac{\partial \ell}{\partial x_j} = k\Big[p_j\big((1-\varepsilon) w_y
+              + \tfrac{\varepsilon}{C} W + 2 s\,\mathrm{lse}\big)
+              - \tfrac{\varepsilon}{C} w_j - (1-\varepsilon) w_y [j = y]\Big]
+
+    for class indices (:math:`W = \sum_c w_c`), and :math:`k\,[p_j (\sum_c w_c t'_c +
+    2 s\,\mathrm{lse}) - w_j t'_j]` for probabilities.  Ignored samples get a zero
+    gradient.
+
+    Parameters
+    ----------
+    logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss
+        As in :func:`cross_entropy`.
+    dloss : float or array_like, optional
+        Upstream gradient of the returned loss: a scalar for "mean"/"sum", per-sample
+        values (broadcastable) for "none".  Default 1.
+    grad_out : ndarray, optional
+        Array of ``logits``' shape and dtype to receive the gradient.  ``grad_out=logits``
+        overwrites the logits with their gradient and allocates nothing of their size.
+
+    Returns
+    -------
+    loss : scalar or ndarray
+        As :func:`cross_entropy` returns it.
+    dlogits : ndarray
+        Gradient of ``loss`` with respect to ``logits`` (``grad_out`` when given).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from jitloss import cross_entropy_with_grad, softmax
+    >>> logits = np.array([[2.0, 0.5, -1.0], [0.0, 0.0, 3.0]])
+    >>> loss, g = cross_entropy_with_grad(logits, [0, 2])
+    >>> np.allclose(g, (softmax(logits) - np.eye(3)[[0, 2]]) / 2)
+    True
+    >>> _ = cross_entropy_with_grad(logits, [0, 2], grad_out=logits)  # in place
+    >>> np.allclose(logits, g)
+    True
+    """
+    if any(_args.is_cuda_array(a) for a in (logits, target, weight, grad_out)):
+        return _cuda().cross_entropy_with_grad_public(
+            logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss,
+            dloss, grad_out,
+        )
+    plan = _plan(logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss)
+    scale2 = _scale2(plan, dloss)
+    rows = plan.rows
+    g3 = None
+    if grad_out is not None:
+        check_out(grad_out, rows.shape, plan.result, "grad_out")
+        if plan.result == plan.compute:
+            g3 = rows.view3(grad_out)
+            readers = [a for a in (plan.x3, plan.t3) if a is not None]
+            if g3 is not None and not _args.writes_through(g3, *readers):
+                g3 = None
+    if plan.kind == "index":
+        loss2, g3_out = _cpu.index_loss_grad(plan.x3, plan.y2, plan.w, plan.wsum, plan.ignore,
+                                             plan.eps, plan.z, scale2, g3)
+    else:
+        loss2, g3_out = _cpu.prob_loss_grad(plan.x3, plan.t3, plan.w, plan.eps, plan.z, scale2,
+                                            g3)
+    loss = _reduce(plan, loss2)
+    if grad_out is not None:
+        if g3 is None:
+            np.copyto(grad_out, rows.restore(g3_out), casting="unsafe")
+        return loss, grad_out
+    grad = rows.restore(g3_out)
+    return loss, grad if plan.result == plan.compute else grad.astype(plan.result)

@@ -1,0 +1,339 @@
+"""Tests of the fused cross-entropy on the CPU against float64 references and PyTorch."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+import jitloss
+import reference as ref
+
+try:
+    import torch
+    import torch.nn.functional as F
+except ImportError:  # pragma: no cover - depends on the environment
+    torch = None
+
+needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed")
+
+C = 5
+
+
+def _rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+def _case(kind, axis, ignore, seed=0, dtype=np.float64):
+    """logits and targets: (6, C) with axis -1, or (3, C, 2, 2) with the class axis 1."""
+    rng = _rng(seed)
+    shape = (6, C) if axis == -1 else (3, C, 2, 2)
+    x = (rng.standard_normal(shape) * 2).astype(dtype)
+    sample_shape = shape[:-1] if axis == -1 else (3, 2, 2)
+    if kind == "index":
+        t = rng.integers(0, C, sample_shape)
+        if ignore:
+            t.reshape(-1)[[1, 4]] = -100
+    else:
+        p = rng.dirichlet(np.ones(C), sample_shape)
+        t = np.moveaxis(p, -1, axis).astype(dtype)
+    return x, t
+
+
+WEIGHT = np.array([0.5, 2.0, 1.0, 0.25, 1.5])
+COMBOS = [
+    (red, weighted, ignore, eps, kind, axis)
+    for red, weighted, ignore, eps, kind, axis in itertools.product(
+        ["mean", "sum", "none"], [False, True], [False, True], [0.0, 0.1], ["index", "prob"],
+        [-1, 1],
+    )
+    if not (kind == "prob" and ignore)
+]
+
+
+def _ids(c):
+    red, weighted, ignore, eps, kind, axis = c
+    return f"{red}-{'w' if weighted else 'nw'}-{'ign' if ignore else 'all'}-e{eps}-{kind}-ax{axis}"
+
+
+@pytest.mark.parametrize("combo", COMBOS, ids=[_ids(c) for c in COMBOS])
+def test_every_combination_against_float64_reference(combo):
+    red, weighted, ignore, eps, kind, axis = combo
+    x, t = _case(kind, axis, ignore)
+    kw = dict(axis=axis, weight=WEIGHT if weighted else None, reduction=red,
+              label_smoothing=eps)
+    loss = jitloss.cross_entropy(x, t, **kw)
+    loss2, grad = jitloss.cross_entropy_with_grad(x, t, **kw)
+    want = ref.cross_entropy(x, t, **kw)
+    np.testing.assert_allclose(loss, want, rtol=1e-13, atol=1e-15)
+    np.testing.assert_array_equal(loss2, loss)
+    np.testing.assert_allclose(grad, ref.cross_entropy_grad(x, t, **kw), rtol=1e-12,
+                               atol=1e-15)
+
+
+@needs_torch
+@pytest.mark.parametrize("combo", COMBOS, ids=[_ids(c) for c in COMBOS])
+def test_every_combination_against_pytorch(combo):
+    red, weighted, ignore, eps, kind, axis = combo
+    x, t = _case(kind, axis, ignore, seed=1)
+    tx = torch.tensor(x, requires_grad=True)
+    tw = torch.tensor(WEIGHT) if weighted else None
+    tl = F.cross_entropy(tx, torch.tensor(t), weight=tw, reduction=red, label_smoothing=eps)
+    tl.sum().backward()
+    loss, grad = jitloss.cross_entropy_with_grad(
+        x, t, axis=axis, weight=WEIGHT if weighted else None, reduction=red,
+        label_smoothing=eps,
+    )
+    np.testing.assert_allclose(loss, tl.detach().numpy(), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(grad, tx.grad.numpy(), rtol=1e-11, atol=1e-15)
+
+
+@pytest.mark.parametrize("kind", ["index", "prob"])
+@pytest.mark.parametrize("axis", [-1, 1])
+@pytest.mark.parametrize("eps, z", [(0.0, 0.0), (0.2, 0.0), (0.0, 0.1), (0.3, 0.05)])
+def test_gradient_against_finite_differences(kind, axis, eps, z):
+    x, t = _case(kind, axis, ignore=False, seed=2)
+    kw = dict(axis=axis, weight=WEIGHT, label_smoothing=eps, z_loss=z, reduction="mean")
+    _, grad = jitloss.cross_entropy_with_grad(x, t, **kw)
+    fd = ref.finite_difference(lambda v: ref.cross_entropy(v, t, **kw), x, 1.0)
+    np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("kind", ["index", "prob"])
+@pytest.mark.parametrize("axis", [-1, 1])
+def test_z_loss(kind, axis):
+    x, t = _case(kind, axis, ignore=False, seed=3)
+    z = 1e-2
+    base = jitloss.cross_entropy(x, t, axis=axis, reduction="none")
+    with_z = jitloss.cross_entropy(x, t, axis=axis, reduction="none", z_loss=z)
+    lse = ref.logsumexp(x, axis=axis)
+    np.testing.assert_allclose(with_z - base, z * lse**2, rtol=1e-12)
+    np.testing.assert_allclose(with_z, ref.cross_entropy(x, t, axis=axis, reduction="none",
+                                                         z_loss=z), rtol=1e-13)
+    _, g = jitloss.cross_entropy_with_grad(x, t, axis=axis, z_loss=z)
+    np.testing.assert_allclose(g, ref.cross_entropy_grad(x, t, axis=axis, z_loss=z),
+                               rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("red", ["mean", "sum", "none"])
+def test_dloss_scales_the_gradient(red):
+    x, t = _case("index", -1, ignore=True, seed=4)
+    dloss = _rng(5).standard_normal(6) if red == "none" else 0.7
+    _, g = jitloss.cross_entropy_with_grad(x, t, weight=WEIGHT, reduction=red, dloss=dloss)
+    want = ref.cross_entropy_grad(x, t, weight=WEIGHT, reduction=red, dloss=dloss)
+    np.testing.assert_allclose(g, want, rtol=1e-12, atol=1e-15)
+
+
+def test_all_ignored_gives_nan_loss_and_zero_gradient():
+    x = _rng().standard_normal((3, C))
+    t = np.full(3, -100)
+    loss, g = jitloss.cross_entropy_with_grad(x, t)
+    assert np.isnan(loss)
+    np.testing.assert_array_equal(g, 0.0)
+    assert jitloss.cross_entropy(x, t, reduction="sum") == 0.0
+
+
+def test_ignore_index_inside_the_class_range():
+    x = _rng().standard_normal((4, C))
+    t = np.array([0, 1, 2, 1])
+    got = jitloss.cross_entropy(x, t, ignore_index=1)
+    np.testing.assert_allclose(got, ref.cross_entropy(x, t, ignore_index=1), rtol=1e-13)
+
+
+@pytest.mark.parametrize("kind", ["index", "prob"])
+@pytest.mark.parametrize("axis", [-1, 1])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_in_place_gradient_is_bitwise_the_allocated_one(kind, axis, dtype):
+    rng = _rng(6)
+    shape = (40, 300) if axis == -1 else (8, 300, 5)
+    x = (rng.standard_normal(shape) * 3).astype(dtype)
+    ax = axis % len(shape)
+    sample_shape = tuple(n for i, n in enumerate(shape) if i != ax)
+    if kind == "index":
+        t = rng.integers(0, shape[ax], sample_shape)
+    else:
+        t = np.moveaxis(rng.dirichlet(np.ones(shape[ax]), sample_shape), -1, ax).astype(dtype)
+    kw = dict(axis=axis, label_smoothing=0.1, z_loss=1e-3, weight=np.linspace(0.5, 2, shape[ax]))
+    loss, g = jitloss.cross_entropy_with_grad(x, t, **kw)
+    x_in_place = x.copy()
+    loss2, g2 = jitloss.cross_entropy_with_grad(x_in_place, t, grad_out=x_in_place, **kw)
+    assert g2 is x_in_place
+    np.testing.assert_array_equal(g2, g)
+    assert loss2 == loss
+
+
+def test_grad_out_of_another_layout():
+    x, t = _case("index", -1, ignore=False, seed=7)
+    out = np.empty(x.shape, order="F")
+    loss, g = jitloss.cross_entropy_with_grad(x, t, grad_out=out)
+    assert g is out
+    np.testing.assert_allclose(out, ref.cross_entropy_grad(x, t), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("kind", ["index", "prob"])
+def test_float32_large_vocabulary_within_2e6_of_float64(kind):
+    rng = _rng(8)
+    x = (rng.standard_normal((32, 128256)) * 4).astype(np.float32)
+    if kind == "index":
+        t = rng.integers(0, 128256, 32)
+        x[np.arange(0, 32, 2), t[::2]] += 30  # some confident, correct rows (tiny losses)
+    else:
+        t = rng.dirichlet(np.full(128256, 0.01), 32).astype(np.float32)
+    loss, g = jitloss.cross_entropy_with_grad(x, t, reduction="none")
+    want = ref.cross_entropy(x, t, reduction="none")  # float64 on the same float32 inputs
+    np.testing.assert_allclose(loss, want, rtol=2e-6)
+    gw = ref.cross_entropy_grad(x, t, reduction="none")
+    if kind == "index":  # elementwise, the target entries 1 - p_y ~ 1e-6 included
+        tiny = 2.0**-148
+        assert np.all(np.abs(g - gw) <= 2e-6 * np.abs(gw) + tiny)
+    else:
+        # p_j - t_j cancels where a prediction matches its target; a float32 p_j holds 7
+        # digits, so there the error is relative to the row's scale, not to the difference
+        scale = np.abs(gw).max(axis=1, keepdims=True)
+        assert np.all(np.abs(g - gw) <= 2e-6 * scale)
+    mean = jitloss.cross_entropy(x, t)
+    assert abs(mean - want.mean()) <= 2e-6 * abs(want.mean())
+
+
+def test_confident_prediction_keeps_its_tiny_loss():
+    # loss = log1p(e^-40) = 4.248e-18: a log of the whole sum gives 0
+    x = np.array([[40.0, 0.0]])
+    got = jitloss.cross_entropy(x, [0])
+    assert got == pytest.approx(4.248354255291589e-18, rel=1e-15)
+    got32 = jitloss.cross_entropy(x.astype(np.float32), [0])
+    assert got32 == pytest.approx(4.248354255291589e-18, rel=1e-6)
+
+
+def test_non_finite_logits():
+    x = np.array([[np.nan, 0.0, 1.0], [0.0, 1.0, 2.0], [np.inf, 0.0, 0.0]])
+    loss, g = jitloss.cross_entropy_with_grad(x, [0, 1, 2], reduction="none")
+    assert np.isnan(loss[0]) and np.isnan(loss[2]) and np.isfinite(loss[1])
+    assert np.isnan(g[0]).all() and np.isnan(g[2]).all() and np.isfinite(g[1]).all()
+    # an ignored row's logits do not matter
+    loss, g = jitloss.cross_entropy_with_grad(x, [-100, 1, -100], reduction="sum")
+    assert np.isfinite(loss)
+    np.testing.assert_array_equal(g[0], 0.0)
+
+
+def test_float16_and_integer_logits():
+    x = _rng().standard_normal((4, C)).astype(np.float16)
+    t = np.array([0, 1, 2, 3])
+    loss, g = jitloss.cross_entropy_with_grad(x, t)
+    assert loss.dtype == np.float16 and g.dtype == np.float16
+    np.testing.assert_allclose(float(loss), ref.cross_entropy(x, t), rtol=2e-3)
+    xi = np.arange(10).reshape(2, 5)
+    assert jitloss.cross_entropy(xi, [4, 0]).dtype == np.float64
+
+
+def test_single_sample_and_scalar_target():
+    x = np.array([1.0, 2.0, 0.5])
+    np.testing.assert_allclose(jitloss.cross_entropy(x, 1), ref.cross_entropy(x, np.array(1)))
+
+
+def test_inputs_are_never_modified():
+    x, t = _case("prob", 1, ignore=False, seed=9)
+    x.flags.writeable = False
+    t.flags.writeable = False
+    keep = x.copy(), t.copy()
+    jitloss.cross_entropy_with_grad(x, t, axis=1, weight=WEIGHT, label_smoothing=0.1)
+    y = np.array([0, 1, 2, 3, 4, 0])
+    y.flags.writeable = False
+    x2 = np.ascontiguousarray(_rng().standard_normal((6, C)))
+    x2.flags.writeable = False
+    jitloss.cross_entropy(x2, y)
+    np.testing.assert_array_equal(x, keep[0])
+    np.testing.assert_array_equal(t, keep[1])
+
+
+def test_bitwise_identical_across_thread_counts():
+    import numba
+
+    rng = _rng(10)
+    x = rng.standard_normal((200, 1000)).astype(np.float32)
+    t = rng.integers(0, 1000, 200)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        a = jitloss.cross_entropy_with_grad(x, t, label_smoothing=0.1)
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        b = jitloss.cross_entropy_with_grad(x, t, label_smoothing=0.1)
+    finally:
+        numba.set_num_threads(before)
+    assert a[0] == b[0]
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+# --- errors ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad, pos", [(5, (2,)), (-1, (2,)), (7, (2,))])
+def test_out_of_range_label_is_named_with_its_position(bad, pos):
+    x = np.zeros((4, C))
+    t = np.array([0, 1, bad, 3])
+    with pytest.raises(ValueError, match=rf"label {bad}.*position {pos}".replace("(", r"\(")
+                       .replace(")", r"\)")):
+        jitloss.cross_entropy(x, t)
+    with pytest.raises(ValueError, match="target"):
+        jitloss.cross_entropy_with_grad(x, t)
+
+
+def test_float_targets_of_the_index_shape():
+    with pytest.raises(TypeError, match="target"):
+        jitloss.cross_entropy(np.zeros((4, C)), np.zeros(4))
+
+
+def test_index_targets_of_the_wrong_shape():
+    with pytest.raises(ValueError, match="target"):
+        jitloss.cross_entropy(np.zeros((4, C)), np.zeros(3, np.int64))
+
+
+def test_weight_of_the_wrong_length():
+    with pytest.raises(ValueError, match="weight"):
+        jitloss.cross_entropy(np.zeros((4, C)), np.zeros(4, np.int64), weight=np.ones(C + 1))
+
+
+@pytest.mark.parametrize("eps", [-0.1, 1.5, np.nan])
+def test_label_smoothing_outside_unit_interval(eps):
+    with pytest.raises(ValueError, match="label_smoothing"):
+        jitloss.cross_entropy(np.zeros((4, C)), np.zeros(4, np.int64), label_smoothing=eps)
+
+
+def test_negative_z_loss():
+    with pytest.raises(ValueError, match="z_loss"):
+        jitloss.cross_entropy(np.zeros((4, C)), np.zeros(4, np.int64), z_loss=-1.0)
+
+
+def test_unknown_reduction():
+    with pytest.raises(ValueError, match="reduction"):
+        jitloss.cross_entropy(np.zeros((4, C)), np.zeros(4, np.int64), reduction="avg")
+
+
+def test_probabilities_with_explicit_ignore_index():
+    with pytest.raises(ValueError, match="ignore_index"):
+        jitloss.cross_entropy(np.zeros((4, C)), np.full((4, C), 0.2), ignore_index=0)
+
+
+def test_grad_out_of_wrong_shape_or_dtype():
+    x = np.zeros((4, C))
+    t = np.zeros(4, np.int64)
+    with pytest.raises(ValueError, match="grad_out"):
+        jitloss.cross_entropy_with_grad(x, t, grad_out=np.empty((C, 4)))
+    with pytest.raises(TypeError, match="grad_out"):
+        jitloss.cross_entropy_with_grad(x, t, grad_out=np.empty((4, C), np.float32))
+
+
+def test_dloss_of_wrong_shape():
+    x = np.zeros((4, C))
+    t = np.zeros(4, np.int64)
+    with pytest.raises(ValueError, match="dloss"):
+        jitloss.cross_entropy_with_grad(x, t, dloss=np.ones(4))
+    with pytest.raises(ValueError, match="dloss"):
+        jitloss.cross_entropy_with_grad(x, t, reduction="none", dloss=np.ones(3))
+
+
+def test_class_axis_must_be_one_int():
+    with pytest.raises(TypeError, match="axis"):
+        jitloss.cross_entropy(np.zeros((4, C)), np.zeros(4, np.int64), axis=(0, 1))
+    with pytest.raises(np.exceptions.AxisError, match="axis"):
+        jitloss.cross_entropy(np.zeros((4, C)), np.zeros(4, np.int64), axis=2)
