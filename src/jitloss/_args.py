@@ -19,7 +19,7 @@ import math
 import numbers
 from fractions import Fraction
 import operator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from numpy.exceptions import AxisError
@@ -33,7 +33,7 @@ __all__ = [
     "AxisError",
     "OutDtypeError",
     "Rows",
-    "check_labels",
+    "label_error",
     "check_out",
     "check_reduction",
     "check_unit_interval",
@@ -117,6 +117,8 @@ def float_inputs(*pairs):
 
 
 def _real(value, name: str) -> float:
+    if type(value) is float or type(value) is int:  # skip the slow ABC check
+        return float(value)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r}")
     return float(value)
@@ -164,19 +166,14 @@ def check_reduction(reduction) -> str:
     return reduction
 
 
-def check_labels(labels: np.ndarray, classes: int, ignore_index, name: str = "target"):
-    """Raise ValueError naming the first label outside [0, classes) other than ignore_index."""
-    bad = (labels < 0) | (labels >= classes)
-    if ignore_index is not None:
-        bad &= labels != ignore_index
-    if bad.any():
-        flat = int(np.flatnonzero(bad.ravel())[0])
-        pos = np.unravel_index(flat, labels.shape) if labels.ndim else ()
-        raise ValueError(
-            f"{name} holds label {int(labels[pos])} at position {tuple(int(p) for p in pos)}, "
-            f"outside [0, {classes})"
-            + (f" and not ignore_index={ignore_index}" if ignore_index is not None else "")
-        )
+def label_error(labels: np.ndarray, flat: int, classes: int, ignore_index, name="target"):
+    """The ValueError for the label at C-order flat index ``flat`` of ``labels``."""
+    pos = np.unravel_index(flat, labels.shape) if labels.ndim else ()
+    return ValueError(
+        f"{name} holds label {int(labels[pos])} at position {tuple(int(p) for p in pos)}, "
+        f"outside [0, {classes})"
+        + (f" and not ignore_index={ignore_index}" if ignore_index is not None else "")
+    )
 
 
 # --- axes and the (outer, classes, inner) view ----------------------------------------------
@@ -200,15 +197,7 @@ def _axis_int(ax) -> int:
         raise TypeError(f"axis must be an int, a tuple of ints or None, got {ax!r}") from None
 
 
-def _prod(values) -> int:
-    p = 1
-    for v in values:
-        p *= int(v)
-    return p
-
-
-@dataclass(frozen=True)
-class Rows:
+class Rows(NamedTuple):
     """How an array of ``shape`` is seen by the kernels: ``(outer, classes, inner)``.
 
     ``order`` lists every axis from the outermost in memory to the innermost: the kept
@@ -227,15 +216,22 @@ class Rows:
 
     @classmethod
     def of(cls, a: np.ndarray, axes: tuple) -> Rows:
-        shape = tuple(int(n) for n in a.shape)
+        shape = a.shape
+        nd = len(shape)
+        if a.flags.c_contiguous and (not axes or axes[-1] - axes[0] == len(axes) - 1):
+            # the common case, cheaply: C order, reduced axes adjacent
+            first = axes[0] if axes else nd
+            end = first + len(axes)
+            return cls(shape, axes, tuple(range(nd)), math.prod(shape[:first]),
+                       math.prod(shape[first:end]), math.prod(shape[end:]))
         mem = _memory_order(a) if a.size else None
         if mem is not None:
             pos = [i for i, ax in enumerate(mem) if ax in axes and shape[ax] > 1]
             if pos and pos != list(range(pos[0], pos[0] + len(pos))):
                 mem = None  # reduced axes apart in memory: a copy puts them together
         if mem is None:
-            order = tuple(ax for ax in range(len(shape)) if ax not in axes) + tuple(axes)
-            first = len(shape) - len(axes)
+            order = tuple(ax for ax in range(nd) if ax not in axes) + tuple(axes)
+            first = nd - len(axes)
         else:
             # size-1 axes come first in `mem` and may go anywhere; the reduced ones join
             # the others in the block the reduced axes form in memory
@@ -244,14 +240,13 @@ class Rows:
             after = [ax for ax in mem[cut:] if ax not in axes]
             order = tuple(before) + tuple(ax for ax in mem if ax in axes) + tuple(after)
             first = len(before)
-        n_red = len(axes)
         return cls(
-            shape=shape,
-            axes=tuple(axes),
-            order=order,
-            outer=_prod(shape[ax] for ax in order[:first]),
-            classes=_prod(shape[ax] for ax in axes),
-            inner=_prod(shape[ax] for ax in order[first + n_red :]),
+            shape,
+            tuple(axes),
+            order,
+            math.prod(shape[ax] for ax in order[:first]),
+            math.prod(shape[ax] for ax in axes),
+            math.prod(shape[ax] for ax in order[first + len(axes) :]),
         )
 
     @property

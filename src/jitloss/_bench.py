@@ -86,7 +86,7 @@ def _np_log_softmax_backward(d):
     return dy - np.exp(logp) * dy.sum(axis=axis, keepdims=True)
 
 
-def _t(name):
+def _t(name):  # noqa: C901 - one branch per function
     """A PyTorch comparison, resolved when called (torch is optional)."""
 
     def call(d):
@@ -108,6 +108,56 @@ def _t(name):
         raise KeyError(name)
 
     return call
+
+
+def _labels_inputs(shape, dtype, rng, axis=-1):
+    d = _logits(shape, dtype, rng, axis)
+    n = shape[0] if axis == -1 else shape[1]
+    classes = shape[-1] if axis == -1 else shape[0]
+    d["y"] = rng.integers(0, classes, n)
+    d["g"] = np.zeros(shape, dtype)  # preallocated gradient (grad_out)
+    return d
+
+
+def _np_cross_entropy(d):
+    x, y = d["x"], d["y"]
+    if d["axis"] != -1:
+        x = np.moveaxis(x, d["axis"], -1)
+    z = x - x.max(axis=-1, keepdims=True)
+    lse = np.log(np.exp(z).sum(axis=-1))
+    return np.mean(lse - z[np.arange(len(y)), y])
+
+
+def _np_cross_entropy_with_grad(d):
+    x, y = d["x"], d["y"]
+    if d["axis"] != -1:
+        x = np.moveaxis(x, d["axis"], -1)
+    n = len(y)
+    z = x - x.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    s = e.sum(axis=-1, keepdims=True)
+    loss = np.mean(np.log(s[:, 0]) - z[np.arange(n), y])
+    g = e / s
+    g[np.arange(n), y] -= 1
+    g /= n
+    return loss, np.moveaxis(g, -1, d["axis"]) if d["axis"] != -1 else g
+
+
+def _torch_cross_entropy(d):
+    import torch.nn.functional as F
+
+    x = d["x"] if d["axis"] == -1 else d["x"].movedim(d["axis"], -1)
+    return F.cross_entropy(x, d["y"])
+
+
+def _torch_cross_entropy_with_grad(d):
+    import torch.nn.functional as F
+
+    x = d["x"].detach().requires_grad_(True)
+    xs = x if d["axis"] == -1 else x.movedim(d["axis"], -1)
+    loss = F.cross_entropy(xs, d["y"])
+    loss.backward()
+    return loss, x.grad
 
 
 OPS = {
@@ -154,6 +204,23 @@ OPS = {
             lambda d: jitloss.log_softmax_backward(d["logp"], d["dy"], axis=d["axis"]),
             _np_log_softmax_backward,
             _t("log_softmax_backward"),
+        ),
+        Op(
+            "cross_entropy",
+            "cross_entropy",
+            _labels_inputs,
+            lambda d: jitloss.cross_entropy(d["x"], d["y"], axis=d["axis"]),
+            _np_cross_entropy,
+            _torch_cross_entropy,
+        ),
+        Op(
+            "cross_entropy_with_grad",
+            "cross_entropy",
+            _labels_inputs,
+            lambda d: jitloss.cross_entropy_with_grad(d["x"], d["y"], axis=d["axis"],
+                                                      grad_out=d["g"]),
+            _np_cross_entropy_with_grad,
+            _torch_cross_entropy_with_grad,
         ),
     ]
 }
@@ -207,3 +274,49 @@ def parse_shape(text: str) -> tuple:
     """'4096x1000' -> (4096, 1000); '14' -> (1, 14)."""
     parts = tuple(int(p) for p in text.lower().split("x"))
     return (1,) + parts if len(parts) == 1 else parts
+
+
+# --- memory ---------------------------------------------------------------------------------
+
+_MEMORY_SCRIPT = """
+import resource, sys
+import numpy as np
+variant = sys.argv[1]
+rows, classes = 1024, 128256
+rng = np.random.default_rng(0)
+y = rng.integers(0, classes, rows)
+def peak_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+if variant == "torch":
+    import torch, torch.nn.functional as F
+    w = torch.zeros(4, 8, requires_grad=True)
+    F.cross_entropy(w, torch.zeros(4, dtype=torch.long)).backward()
+    x = torch.from_numpy(rng.standard_normal((rows, classes), dtype=np.float32))
+    x.requires_grad_(True)
+    yt = torch.from_numpy(y)
+    before = peak_mb()
+    F.cross_entropy(x, yt).backward()
+else:
+    import jitloss
+    w = np.zeros((4, 8), np.float32)
+    jitloss.cross_entropy_with_grad(w, np.zeros(4, np.int64), grad_out=w)
+    jitloss.cross_entropy_with_grad(w, np.zeros(4, np.int64))
+    x = rng.standard_normal((rows, classes), dtype=np.float32)
+    before = peak_mb()
+    if variant == "grad_out":
+        jitloss.cross_entropy_with_grad(x, y, grad_out=x)
+    else:
+        jitloss.cross_entropy_with_grad(x, y)
+print(peak_mb() - before)
+"""
+
+
+def peak_rss_growth(variant: str) -> float:
+    """Growth of a fresh process's peak RSS (MB) across one cross-entropy forward+backward
+    on a 1024x128256 float32 input: ``grad_out`` (in place), ``allocated``, or ``torch``."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT, variant], check=True,
+                         capture_output=True, text=True).stdout
+    return float(out.strip().splitlines()[-1])

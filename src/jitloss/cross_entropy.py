@@ -22,6 +22,7 @@ from ._args import (
     float_inputs,
     normalize_axes,
 )
+from .cpu import _labels
 from .cpu import cross_entropy as _cpu
 
 __all__ = ["cross_entropy", "cross_entropy_with_grad"]
@@ -53,35 +54,54 @@ class _Plan:
     denominator: float  # what "mean" divides by
 
 
+def _class_axis(axis, ndim: int) -> tuple:
+    if isinstance(axis, (tuple, list)) or axis is None:
+        raise TypeError(f"axis must be a single int (the class axis), got {axis!r}")
+    return normalize_axes(axis, ndim)
+
+
 def _plan(logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss):
     reduction = check_reduction(reduction)
     eps = check_unit_interval(label_smoothing, "label_smoothing")
     z = check_nonnegative(z_loss, "z_loss")
-    if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(ignore_index, numbers.Integral):
+    if type(ignore_index) is not int and (
+        isinstance(ignore_index, (bool, np.bool_))
+        or not isinstance(ignore_index, numbers.Integral)
+    ):
         raise TypeError(f"ignore_index must be an integer, got {ignore_index!r}")
     ignore = int(ignore_index)
     (x,), compute, result = float_inputs((logits, "logits"))
     if x.ndim == 0:
         raise ValueError("logits must have at least one dimension (the classes)")
-    if isinstance(axis, (tuple, list)) or axis is None:
-        raise TypeError(f"axis must be a single int (the class axis), got {axis!r}")
-    axes = normalize_axes(axis, x.ndim)
-    rows = Rows.of(x, axes)
+    rows = Rows.of(x, _class_axis(axis, x.ndim))
     classes = rows.classes
     x3 = rows.take3(x)
 
+    if weight is None:
+        w = np.ones(classes, compute)
+        wsum = float(classes)
+    else:
+        w = np.asarray(weight)
+        _args.result_dtype(w.dtype, "weight")
+        if w.shape != (classes,):
+            raise ValueError(f"weight has shape {w.shape}; expected ({classes},), one per class")
+        w = np.ascontiguousarray(w, dtype=compute)
+        wsum = float(w.sum(dtype=np.float64))
+
     t = np.asarray(target)
-    sample_shape = rows.reduced_shape(False)
     y2 = t3 = None
     if t.dtype.kind in "iu":
         kind = "index"
+        sample_shape = rows.reduced_shape(False)
         if t.shape != sample_shape:
             raise ValueError(
                 f"target holds class indices of shape {t.shape}; expected logits' shape "
                 f"without the class axis, {sample_shape}"
             )
         labels = t.astype(np.int64, copy=False)
-        _args.check_labels(labels, classes, ignore, "target")
+        first, denominator = _labels.scan(labels.reshape(-1), classes, ignore, w)
+        if first >= 0:
+            raise _args.label_error(labels, first, classes, ignore)
         y2 = rows.take2(labels)
     elif t.dtype.kind == "f":
         kind = "prob"
@@ -97,30 +117,12 @@ def _plan(logits, target, axis, weight, ignore_index, reduction, label_smoothing
                 f"(as in PyTorch)"
             )
         t3 = rows.take3(t.astype(compute, copy=False))
+        denominator = float(rows.outer * rows.inner)
     else:
         raise TypeError(
             f"target must hold integer class indices or floating-point probabilities, "
             f"got dtype {t.dtype}"
         )
-
-    if weight is None:
-        w = np.ones(classes, compute)
-    else:
-        w = np.asarray(weight)
-        _args.result_dtype(w.dtype, "weight")
-        if w.shape != (classes,):
-            raise ValueError(f"weight has shape {w.shape}; expected ({classes},), one per class")
-        w = np.ascontiguousarray(w, dtype=compute)
-    wsum = float(np.sum(w, dtype=np.float64))
-
-    if kind == "index":
-        live = y2 != ignore
-        if weight is None:
-            denominator = float(np.count_nonzero(live))
-        else:
-            denominator = float(np.sum(w.astype(np.float64)[np.where(live, y2, 0)][live]))
-    else:
-        denominator = float(rows.outer * rows.inner)
     return _Plan(rows, x3, compute, result, kind, y2, t3, w, wsum, ignore, eps, z, reduction,
                  denominator)
 
@@ -129,7 +131,7 @@ def _reduce(plan: _Plan, loss2: np.ndarray):
     """The returned loss: per-sample array ("none") or a scalar of the result dtype."""
     if plan.reduction == "none":
         return plan.rows.restore2(loss2, False).astype(plan.result)
-    total = float(np.sum(loss2))  # pairwise, in a fixed order
+    total = float(loss2.sum())  # pairwise, in a fixed order
     if plan.reduction == "mean":
         total = total / plan.denominator if plan.denominator != 0 else float("nan")
     return plan.result.type(total)
