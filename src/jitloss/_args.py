@@ -72,6 +72,7 @@ _HOST_TYPES = frozenset([np.ndarray, list, tuple, float, int, bool, type(None)])
 # --- dtypes ----------------------------------------------------------------------------
 
 NATIVE = (np.dtype(np.float32), np.dtype(np.float64))
+_F32, _F64 = NATIVE
 
 
 def result_dtype(dtype: np.dtype, name: str) -> np.dtype:
@@ -101,6 +102,10 @@ def float_inputs(*pairs):
     conversion is needed), the dtype the kernels run in and the dtype results come back
     in: the promotion of each input's result dtype (float16 and float32 give float32).
     """
+    if len(pairs) == 1:  # the usual case, without the general machinery
+        a = pairs[0][0]
+        if type(a) is np.ndarray and (a.dtype is _F32 or a.dtype is _F64):
+            return [a], a.dtype, a.dtype
     arrays = []
     results = []
     for value, name in pairs:
@@ -181,6 +186,8 @@ def label_error(labels: np.ndarray, flat: int, classes: int, ignore_index, name=
 
 def normalize_axes(axis, ndim: int) -> tuple[int, ...]:
     """``axis`` (int, tuple of ints or None) as a sorted tuple of non-negative axes."""
+    if type(axis) is int and -ndim <= axis < ndim:
+        return (axis % ndim,)
     if axis is None:
         return tuple(range(ndim))
     if isinstance(axis, (tuple, list)):
@@ -270,7 +277,11 @@ class Rows(NamedTuple):
         ``a.transpose(order)`` is C-contiguous when :meth:`fits`, and NumPy reshapes a
         C-contiguous array without copying.
         """
-        if a.shape != self.shape or not self.fits(a):
+        if a.shape != self.shape:
+            return None
+        if a.flags.c_contiguous and self.order == tuple(range(len(self.shape))):
+            return a.reshape(self.shape3)
+        if not self.fits(a):
             return None
         return a.transpose(self.order).reshape(self.shape3)
 
@@ -297,6 +308,9 @@ class Rows(NamedTuple):
         return [ax for ax in self.order if ax not in self.axes]
 
     def reduced_shape(self, keepdims: bool) -> tuple:
+        if not keepdims and len(self.axes) == 1:
+            ax = self.axes[0]
+            return self.shape[:ax] + self.shape[ax + 1 :]
         if keepdims:
             return tuple(1 if ax in self.axes else n for ax, n in enumerate(self.shape))
         return tuple(n for ax, n in enumerate(self.shape) if ax not in self.axes)
@@ -305,6 +319,8 @@ class Rows(NamedTuple):
         """The ``(outer, inner)`` view of a reduction result ``r``, or None."""
         if r.shape != self.reduced_shape(keepdims):
             return None
+        if r.flags.c_contiguous and self.order == tuple(range(len(self.shape))):
+            return r.reshape(self.outer, self.inner)
         kept = self._kept()  # memory order; r has them in the caller's (sorted) order
         t = np.squeeze(r, axis=self.axes) if keepdims else r
         t = t.transpose([sorted(kept).index(ax) for ax in kept])

@@ -8,7 +8,8 @@ CUDA arrays), and the per-sample losses are reduced here in a fixed order.
 from __future__ import annotations
 
 import numbers
-from dataclasses import dataclass
+import functools
+from typing import NamedTuple
 
 import numpy as np
 
@@ -34,8 +35,7 @@ def _cuda():
     return backend
 
 
-@dataclass
-class _Plan:
+class _Plan(NamedTuple):
     """Validated arguments, laid out for the kernels."""
 
     rows: Rows
@@ -52,6 +52,14 @@ class _Plan:
     z: float
     reduction: str
     denominator: float  # what "mean" divides by
+
+
+@functools.lru_cache(maxsize=64)
+def _ones(classes: int, dtype: np.dtype) -> np.ndarray:
+    """Unit weights, shared between calls (read-only)."""
+    w = np.ones(classes, dtype)
+    w.flags.writeable = False
+    return w
 
 
 def _class_axis(axis, ndim: int) -> tuple:
@@ -78,14 +86,15 @@ def _plan(logits, target, axis, weight, ignore_index, reduction, label_smoothing
     x3 = rows.take3(x)
 
     if weight is None:
-        w = np.ones(classes, compute)
+        w = _ones(classes, compute)
         wsum = float(classes)
     else:
         w = np.asarray(weight)
         _args.result_dtype(w.dtype, "weight")
         if w.shape != (classes,):
             raise ValueError(f"weight has shape {w.shape}; expected ({classes},), one per class")
-        w = np.ascontiguousarray(w, dtype=compute)
+        w = np.ascontiguousarray(w, dtype=compute).view()
+        w.flags.writeable = False  # read-only like the default weights: one kernel signature
         wsum = float(w.sum(dtype=np.float64))
 
     t = np.asarray(target)
