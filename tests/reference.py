@@ -200,3 +200,55 @@ def cross_entropy_grad(x, target, axis=-1, weight=None, ignore_index=-100, reduc
     else:
         g = g * (k / denominator if denominator else 0.0)
     return np.moveaxis(g, -1, axis)
+
+
+# --- margin losses ------------------------------------------------------------------------
+
+
+def max_margin_pairs(scores, num_negatives=None, margin=1.0):
+    s = f64(scores)
+    s = s.reshape(-1, num_negatives + 1) if s.ndim == 1 else s
+    return np.maximum(0.0, margin - s[:, :1] + s[:, 1:])
+
+
+def max_margin_grad(scores, num_negatives=None, margin=1.0, dpairs=1.0):
+    """d(sum of dpairs * pairs)/d scores, with subgradient 0 at the hinge."""
+    s = f64(scores)
+    s2 = s.reshape(-1, num_negatives + 1) if s.ndim == 1 else s
+    active = (margin - s2[:, :1] + s2[:, 1:]) > 0
+    k = np.broadcast_to(np.asarray(dpairs, dtype=np.float64), active.shape) * active
+    g = np.concatenate([-k.sum(axis=1, keepdims=True), k], axis=1)
+    return g.reshape(s.shape)
+
+
+def multi_margin_per_sample(x, y, p=1, margin=1.0, weight=None, axis=-1):
+    x = np.moveaxis(f64(x), axis, -1)
+    classes = x.shape[-1]
+    y = np.asarray(y)
+    w = np.ones(classes) if weight is None else f64(weight)
+    xy = np.take_along_axis(x, y[..., None], axis=-1)
+    z = margin - xy + x
+    others = np.arange(classes) != y[..., None]
+    h = np.where((z > 0) & others, z**p, 0.0)
+    return w[y] * h.sum(axis=-1) / classes
+
+
+def multi_margin_grad(x, y, p=1, margin=1.0, weight=None, axis=-1, dsample=1.0):
+    x = np.moveaxis(f64(x), axis, -1)
+    classes = x.shape[-1]
+    y = np.asarray(y)
+    w = np.ones(classes) if weight is None else f64(weight)
+    xy = np.take_along_axis(x, y[..., None], axis=-1)
+    z = margin - xy + x
+    others = np.arange(classes) != y[..., None]
+    d = np.where((z > 0) & others, p * z ** (p - 1), 0.0) * (w[y] / classes)[..., None]
+    d = d * np.broadcast_to(np.asarray(dsample, dtype=np.float64), y.shape)[..., None]
+    np.put_along_axis(d, y[..., None], -d.sum(axis=-1, keepdims=True), axis=-1)
+    return np.moveaxis(d, -1, axis)
+
+
+def hinge_per_sample(x, y, margin=1.0, axis=-1):
+    x = np.moveaxis(f64(x), axis, -1)
+    y = np.asarray(y)
+    aug = x + margin * (np.arange(x.shape[-1]) != y[..., None])
+    return aug.max(axis=-1) - np.take_along_axis(x, y[..., None], axis=-1)[..., 0]

@@ -78,7 +78,7 @@ def _check(args) -> int:
 
     rng = np.random.default_rng(0)
     failures = 0
-    print(f"{'function':<24} {'dtype':<8} {'shape':<12} {'axis':>4}  {'max error':>10}  {'tol':>8}")
+    print(f"{'function':<32} {'dtype':<8} {'shape':<12} {'axis':>4}  {'max error':>10}  {'tol':>8}")
     for op in OPS.values():
         for dtype in ("float32", "float64"):
             for shape, axis in [((64, 100), -1), ((30, 50), 0)]:
@@ -100,7 +100,7 @@ def _check(args) -> int:
                 ok = ok and err <= tol
                 failures += not ok
                 status = "ok" if ok else "MISMATCH"
-                print(f"{op.name:<24} {dtype:<8} {'x'.join(map(str, shape)):<12} {axis:>4}  "
+                print(f"{op.name:<32} {dtype:<8} {'x'.join(map(str, shape)):<12} {axis:>4}  "
                       f"{err:>10.2e}  {tol:>8.0e}  {status}")
     print("all functions agree with the float64 reference" if not failures
           else f"{failures} mismatches")
@@ -130,7 +130,7 @@ def _bench(args) -> int:
           f"torch {torch_version}" + (f" ({torch.get_num_threads()} threads)" if torch else ""))
     print(f"# {platform.machine()} {_cpu_name()}, {os.cpu_count()} logical cores; "
           f"medians of {args.rounds} interleaved rounds; ratios are time / np.copyto time")
-    header = (f"| {'function':<24} | {'shape':<12} | {'axis':>4} | {'copy us':>9} | "
+    header = (f"| {'function':<32} | {'shape':<12} | {'axis':>4} | {'copy us':>9} | "
               f"{'jitloss us':>10} | {'jitloss':>7} | {'numpy':>7} | {'torch':>7} | "
               f"{'vs numpy':>8} | {'vs torch':>8} |")
     print(header)
@@ -138,7 +138,8 @@ def _bench(args) -> int:
     rng = np.random.default_rng(0)
     by_case = {}
     for op in ops:
-        cases = [(name, shape, -1) for name, shape in shapes.items()]
+        op_shapes = shapes if args.shape or op.shapes is None else op.shapes
+        cases = [(name, shape, -1) for name, shape in op_shapes.items()]
         if op.axis0 and not args.shape:
             cases.append(("x".join(map(str, B.AXIS0_SHAPE)), B.AXIS0_SHAPE, 0))
         for shape_name, shape, axis in cases:
@@ -157,7 +158,7 @@ def _bench(args) -> int:
             by_case[(op.name, shape_name, axis)] = med
             c = med["copy"]
             tr = med.get("torch")
-            print(f"| {op.name:<24} | {shape_name:<12} | {axis:>4} | {c * 1e6:>9.1f} | "
+            print(f"| {op.name:<32} | {shape_name:<12} | {axis:>4} | {c * 1e6:>9.1f} | "
                   f"{med['jitloss'] * 1e6:>10.1f} | {med['jitloss'] / c:>6.2f}x | "
                   f"{med['numpy'] / c:>6.2f}x | "
                   + (f"{tr / c:>6.2f}x" if tr else f"{'-':>7}")

@@ -181,6 +181,47 @@ def label_error(labels: np.ndarray, flat: int, classes: int, ignore_index, name=
     )
 
 
+def reduce_losses(per_sample: np.ndarray, reduction: str, denominator: float, result):
+    """The returned loss: the per-sample array ("none"), or a scalar of the result dtype
+    ("sum"; "mean" divides by ``denominator``, NaN when it is 0).  Sums are NumPy's
+    pairwise sum of the float64 per-sample losses, in a fixed order."""
+    if reduction == "none":
+        return per_sample.astype(result)
+    total = float(per_sample.sum())
+    if reduction == "mean":
+        total = total / denominator if denominator != 0 else float("nan")
+    return result.type(total)
+
+
+def upstream_scale(dloss, reduction: str, denominator: float, sample_shape: tuple):
+    """The gradient's per-sample scale: ``dloss`` (default 1), divided by "mean"'s
+    denominator (0 when the denominator is 0).  A float, or for "none" with ``dloss`` a
+    float64 array of ``sample_shape``."""
+    if reduction == "none":
+        if dloss is None:
+            return 1.0
+        d = np.asarray(dloss, dtype=np.float64)
+        try:
+            return np.broadcast_to(d, sample_shape)
+        except ValueError:
+            raise ValueError(
+                f"dloss of shape {d.shape} does not broadcast to the per-sample loss shape "
+                f"{sample_shape}"
+            ) from None
+    if dloss is None:
+        k = 1.0
+    else:
+        d = np.asarray(dloss, dtype=np.float64)
+        if d.size != 1:
+            raise ValueError(
+                f"dloss must be a scalar for reduction={reduction!r}, got shape {d.shape}"
+            )
+        k = float(d.reshape(()))
+    if reduction == "mean":
+        k = k / denominator if denominator != 0 else 0.0
+    return k
+
+
 # --- axes and the (outer, classes, inner) view ----------------------------------------------
 
 
@@ -222,9 +263,18 @@ class Rows(NamedTuple):
     inner: int
 
     @classmethod
-    def of(cls, a: np.ndarray, axes: tuple) -> Rows:
+    def of(cls, a: np.ndarray, axes: tuple, rows_only: bool = False) -> Rows:
+        """The view of ``a`` reduced over ``axes``; ``rows_only`` asks for inner == 1 (the
+        reduced axes last in memory), which costs a copy when ``a`` is laid out otherwise."""
         shape = a.shape
         nd = len(shape)
+        if rows_only:
+            last = tuple(range(nd - len(axes), nd))
+            if axes == last and a.flags.c_contiguous:
+                return cls.of(a, axes)
+            rest = [ax for ax in range(nd) if ax not in axes]
+            return cls(shape, tuple(axes), tuple(rest) + tuple(axes),
+                       math.prod(shape[ax] for ax in rest), math.prod(shape[ax] for ax in axes), 1)
         if a.flags.c_contiguous and (not axes or axes[-1] - axes[0] == len(axes) - 1):
             # the common case, cheaply: C order, reduced axes adjacent
             first = axes[0] if axes else nd

@@ -44,6 +44,7 @@ class Op:
     torch: Callable | None = None
     rtol: dict = dataclasses.field(default_factory=lambda: {"float32": 2e-5, "float64": 1e-12})
     axis0: bool = False  # also benchmarked along axis 0 (AXIS0_SHAPE)
+    shapes: dict | None = None  # its own shape list instead of SHAPES
 
 
 def _logits(shape, dtype, rng, axis=-1):
@@ -160,6 +161,92 @@ def _torch_cross_entropy_with_grad(d):
     return loss, x.grad
 
 
+MARGIN_SHAPES = {"14": (1, 14), "65536x64": (65536, 64)}
+
+
+def _pairs_inputs(shape, dtype, rng, axis=-1):
+    d = {"x": rng.standard_normal(shape).astype(dtype), "axis": -1}
+    d["g"] = np.zeros(shape, dtype)
+    return d
+
+
+def _np_max_margin(d):
+    s = d["x"]
+    return np.maximum(0, 1.0 - s[:, :1] + s[:, 1:]).mean()
+
+
+def _np_max_margin_with_grad(d):
+    s = d["x"]
+    pairs = np.maximum(0, 1.0 - s[:, :1] + s[:, 1:])
+    k = 1.0 / pairs.size
+    active = (pairs > 0) * k
+    g = np.empty_like(s)
+    g[:, 1:] = active
+    g[:, 0] = -active.sum(axis=1)
+    return pairs.mean(), g
+
+
+def _torch_max_margin_with_grad(d):
+    import torch
+
+    t = d["x"].detach().requires_grad_(True)
+    loss = torch.relu(1.0 - t[:, :1] + t[:, 1:]).mean()
+    loss.backward()
+    return loss, t.grad
+
+
+def _np_multi_margin_with_grad(d):
+    x, y = d["x"], d["y"]
+    if d["axis"] != -1:
+        x = np.moveaxis(x, d["axis"], -1)
+    n, classes = x.shape
+    z = 1.0 - x[np.arange(n), y][:, None] + x
+    z[np.arange(n), y] = 0
+    active = z > 0
+    loss = np.where(active, z, 0).sum() / (n * classes)
+    g = active / (n * classes)
+    g[np.arange(n), y] = -g.sum(axis=1)
+    return loss, np.moveaxis(g, -1, d["axis"]) if d["axis"] != -1 else g
+
+
+def _torch_multi_margin_with_grad(d):
+    import torch.nn.functional as F
+
+    x = d["x"].detach().requires_grad_(True)
+    xs = x if d["axis"] == -1 else x.movedim(d["axis"], -1)
+    loss = F.multi_margin_loss(xs, d["y"])
+    loss.backward()
+    return loss, x.grad
+
+
+def _np_hinge_with_grad(d):
+    x, y = d["x"], d["y"]
+    if d["axis"] != -1:
+        x = np.moveaxis(x, d["axis"], -1)
+    n, classes = x.shape
+    aug = x + 1.0
+    aug[np.arange(n), y] -= 1.0
+    star = aug.argmax(axis=1)
+    loss = (aug[np.arange(n), star] - x[np.arange(n), y]).mean()
+    g = np.zeros_like(x)
+    on = star != y
+    g[np.arange(n)[on], star[on]] = 1.0 / n
+    g[np.arange(n)[on], y[on]] = -1.0 / n
+    return loss, np.moveaxis(g, -1, d["axis"]) if d["axis"] != -1 else g
+
+
+def _torch_hinge_with_grad(d):
+    import torch
+
+    x = d["x"].detach().requires_grad_(True)
+    xs = x if d["axis"] == -1 else x.movedim(d["axis"], -1)
+    y = d["y"]
+    aug = xs + (torch.arange(xs.shape[1]) != y[:, None])
+    loss = (aug.max(dim=1).values - xs.gather(1, y[:, None])[:, 0]).mean()
+    loss.backward()
+    return loss, x.grad
+
+
 OPS = {
     op.name: op
     for op in [
@@ -221,6 +308,58 @@ OPS = {
                                                       grad_out=d["g"]),
             _np_cross_entropy_with_grad,
             _torch_cross_entropy_with_grad,
+        ),
+        Op(
+            "max_margin_loss",
+            "margin",
+            _pairs_inputs,
+            lambda d: jitloss.max_margin_loss(d["x"]),
+            _np_max_margin,
+            None,
+            shapes=MARGIN_SHAPES,
+        ),
+        Op(
+            "max_margin_loss_with_grad",
+            "margin",
+            _pairs_inputs,
+            lambda d: jitloss.max_margin_loss_with_grad(d["x"], grad_out=d["g"]),
+            _np_max_margin_with_grad,
+            _torch_max_margin_with_grad,
+            shapes=MARGIN_SHAPES,
+        ),
+        Op(
+            "multi_margin_loss",
+            "margin",
+            _labels_inputs,
+            lambda d: jitloss.multi_margin_loss(d["x"], d["y"], axis=d["axis"]),
+            lambda d: _np_multi_margin_with_grad(d)[0],
+            lambda d: _torch_multi_margin_with_grad(d)[0],
+        ),
+        Op(
+            "multi_margin_loss_with_grad",
+            "margin",
+            _labels_inputs,
+            lambda d: jitloss.multi_margin_loss_with_grad(d["x"], d["y"], axis=d["axis"],
+                                                          grad_out=d["g"]),
+            _np_multi_margin_with_grad,
+            _torch_multi_margin_with_grad,
+        ),
+        Op(
+            "multiclass_hinge_loss",
+            "margin",
+            _labels_inputs,
+            lambda d: jitloss.multiclass_hinge_loss(d["x"], d["y"], axis=d["axis"]),
+            lambda d: _np_hinge_with_grad(d)[0],
+            lambda d: _torch_hinge_with_grad(d)[0],
+        ),
+        Op(
+            "multiclass_hinge_loss_with_grad",
+            "margin",
+            _labels_inputs,
+            lambda d: jitloss.multiclass_hinge_loss_with_grad(d["x"], d["y"], axis=d["axis"],
+                                                              grad_out=d["g"]),
+            _np_hinge_with_grad,
+            _torch_hinge_with_grad,
         ),
     ]
 }

@@ -137,43 +137,18 @@ def _plan(logits, target, axis, weight, ignore_index, reduction, label_smoothing
 
 
 def _reduce(plan: _Plan, loss2: np.ndarray):
-    """The returned loss: per-sample array ("none") or a scalar of the result dtype."""
-    if plan.reduction == "none":
-        return plan.rows.restore2(loss2, False).astype(plan.result)
-    total = float(loss2.sum())  # pairwise, in a fixed order
-    if plan.reduction == "mean":
-        total = total / plan.denominator if plan.denominator != 0 else float("nan")
-    return plan.result.type(total)
+    """The returned loss, from the (outer, inner) per-sample losses."""
+    per = plan.rows.restore2(loss2, False) if plan.reduction == "none" else loss2
+    return _args.reduce_losses(per, plan.reduction, plan.denominator, plan.result)
 
 
 def _scale2(plan: _Plan, dloss) -> np.ndarray:
-    """Per-sample gradient scale: the upstream gradient, divided by mean's denominator."""
-    shape2 = (plan.rows.outer, plan.rows.inner)
-    if plan.reduction == "none":
-        if dloss is None:
-            return np.ones(shape2)
-        d = np.asarray(dloss, dtype=np.float64)
-        sample_shape = plan.rows.reduced_shape(False)
-        try:
-            d = np.broadcast_to(d, sample_shape)
-        except ValueError:
-            raise ValueError(
-                f"dloss of shape {d.shape} does not broadcast to the per-sample loss shape "
-                f"{sample_shape}"
-            ) from None
-        return np.ascontiguousarray(plan.rows.take2(d))
-    if dloss is None:
-        k = 1.0
-    else:
-        d = np.asarray(dloss, dtype=np.float64)
-        if d.size != 1:
-            raise ValueError(
-                f"dloss must be a scalar for reduction={plan.reduction!r}, got shape {d.shape}"
-            )
-        k = float(d.reshape(()))
-    if plan.reduction == "mean":
-        k = k / plan.denominator if plan.denominator != 0 else 0.0
-    return np.full(shape2, k)
+    """Per-sample gradient scale as an (outer, inner) float64 array."""
+    k = _args.upstream_scale(dloss, plan.reduction, plan.denominator,
+                             plan.rows.reduced_shape(False))
+    if isinstance(k, float):
+        return np.full((plan.rows.outer, plan.rows.inner), k)
+    return np.ascontiguousarray(plan.rows.take2(k))
 
 
 def cross_entropy(
