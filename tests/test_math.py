@@ -81,6 +81,36 @@ def test_exp_sub_with_huge_max_does_not_clamp_distant_values():
     np.testing.assert_array_equal(out, [1.0, 0.0])
 
 
+@njit
+def _vexp_near(x, m, out):
+    for i in range(x.shape[0]):
+        out[i] = _math.exp_near(x[i], m)
+
+
+def test_exp_near_within_one_ulp_and_its_rounding_of_the_difference():
+    # float32, spread below NEAR32: the difference is rounded once (at most 2**-20)
+    rng = np.random.default_rng(2)
+    m = np.float32(3.7)
+    x = (m - rng.uniform(0, _math.NEAR32, 2000)).astype(np.float32)
+    out = np.empty_like(x)
+    _vexp_near(x, m, out)
+    exact = np.array([float(mpmath.exp(mpmath.mpf(float(v)) - mpmath.mpf(float(m)))) for v in x])
+    rel = np.abs(out - exact) / exact
+    assert rel.max() <= 2.0**-20 + 2 * 2.0**-24
+
+
+def test_near_path_only_for_float32_at_temperature_one():
+    @njit
+    def ok(m, low, s):
+        return _math.near_ok(m, low, s)
+
+    f32 = np.float32
+    assert ok(f32(1.0), f32(-20.0), (1.0, 0.0))
+    assert not ok(f32(1.0), f32(-40.0), (1.0, 0.0))  # spread too wide
+    assert not ok(f32(1.0), f32(0.0), (0.5, 0.0))  # a temperature
+    assert not ok(1.0, 0.0, (1.0, 0.0))  # float64 always exact
+
+
 def test_ln2_split_constants():
     assert float(_math._LN2_HI64) + float(_math._LN2_LO64) == pytest.approx(np.log(2), abs=1e-25)
     hi32 = mpmath.mpf(float(_math._LN2_HI32)) + mpmath.mpf(float(_math._LN2_LO32))
@@ -101,8 +131,10 @@ def _fresh_llvm(fn, *args):
     "name, make_args",
     [
         ("row_max", lambda x: (x,)),
-        ("row_exp_store", lambda x: (x, x.dtype.type(3), (1.0, 0.0), np.empty_like(x))),
-        ("row_sumexp", lambda x: (x, x.dtype.type(3), (1.0, 0.0))),
+        ("row_exp_store", lambda x: (x, x.dtype.type(3), (1.0, 0.0), np.empty_like(x), False)),
+        ("row_exp_store", lambda x: (x, x.dtype.type(3), (1.0, 0.0), np.empty_like(x), True)),
+        ("row_sumexp", lambda x: (x, x.dtype.type(3), (1.0, 0.0), False)),
+        ("row_sumexp", lambda x: (x, x.dtype.type(3), (1.0, 0.0), True)),
         ("row_sum", lambda x: (x,)),
         ("row_dot", lambda x: (x, x)),
     ],

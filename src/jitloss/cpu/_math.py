@@ -46,22 +46,26 @@ __all__ = [
     "BLOCK",
     "as_type_of",
     "exp",
+    "exp_near",
     "exp_sub",
     "fma",
     "lanes_dot",
     "lanes_exp",
     "lanes_exp_store",
     "lanes_max",
+    "lanes_range",
     "lanes_rest",
     "lanes_sum",
     "lanes_sumexp",
     "log1p_rest",
     "max_nan",
+    "near_ok",
     "row_dot",
     "row_exp",
     "row_exp_store",
     "row_lse",
     "row_max",
+    "row_range",
     "row_rest",
     "row_sum",
     "row_sumexp",
@@ -325,6 +329,51 @@ def _exp_sub_impl(x, m, s):
     return None
 
 
+@njit(fastmath=False)
+def _exp_near32(x, m):
+    # exp(x - m), temperature 1, x - m rounded once: for m - x < NEAR32 the rounding is at
+    # most 2**-20 (half an ulp below 32), so the result is within 1 ulp + 9.5e-7 relative
+    hi = x - m
+    hi = hi if hi > _LO32 else _LO32
+    t = fma(hi, np.float32(_LOG2E), _MAGIC32)
+    nf = t - _MAGIC32
+    r = fma(-nf, _LN2_LO32, fma(-nf, _LN2_HI32, hi))
+    scale = _float32_from_bits(_bits(t) + (_K32 + 127 - _MAGIC32_BITS) << 23)
+    return _poly32(r, 2.0**-_K32) * scale
+
+
+NEAR32 = 32.0  # a float32 row whose spread max - min is below this may use exp_near
+
+
+def exp_near(x, m):  # pragma: no cover - the overload runs in jitted code
+    """exp(x - m) for float32 rows that ``near_ok`` admits (float64: ``exp_sub``)."""
+    return math.exp(x - m)
+
+
+@overload(exp_near)
+def _exp_near_impl(x, m):
+    if x == types.float32:
+        return lambda x, m: _exp_near32(x, np.float32(m))
+    if x == types.float64:
+        return lambda x, m: _exp_sub64(x, np.float64(m), 1.0, 0.0)
+    return None
+
+
+def near_ok(m, low, s):  # pragma: no cover - the overload runs in jitted code
+    """True if a row of maximum m and minimum low may use ``exp_near`` instead of the exact
+    ``exp_sub``: float32, temperature 1, spread below NEAR32.  Without TwoSum and the
+    double-double 1/T an exponential costs about a third fewer operations; the float32
+    results stay within 2e-6 of exact (the float64 kernels always take exp_sub)."""
+    return False
+
+
+@overload(near_ok)
+def _near_ok_impl(m, low, s):
+    if m == types.float32:
+        return lambda m, low, s: s[0] == 1.0 and s[1] == 0.0 and m - low < NEAR32
+    return lambda m, low, s: False
+
+
 # --- row primitives --------------------------------------------------------------------
 # A "row" is a 1-D C-contiguous view of the classes of one sample.  A loop that stores never
 # also reduces: with out aliasing x (in place) LLVM's vectorised loop may fall back to its
@@ -375,26 +424,42 @@ def row_max(x):
 
 
 @njit(fastmath=_REDUCE)
-def row_exp(x, m, s, out):
-    """out[j] = exp((x[j] - m) * s); out may be x itself."""
+def row_range(x):
+    """(max(x), min(x)) in one pass; the max is NaN if any element is NaN."""
+    m = as_type_of(-np.inf, x)
+    low = as_type_of(np.inf, x)
     for j in range(x.shape[0]):
-        out[j] = exp_sub(x[j], m, s)
+        v = x[j]
+        m = max_nan(m, v)
+        low = v if v < low else low
+    return m, low
 
 
 @njit(fastmath=_REDUCE)
-def row_exp_store(x, m, s, out):
+def row_exp(x, m, s, out, near):
+    """out[j] = exp((x[j] - m) * s); out may be x itself.  ``near``: see near_ok."""
+    if near:
+        for j in range(x.shape[0]):
+            out[j] = exp_near(x[j], m)
+    else:
+        for j in range(x.shape[0]):
+            out[j] = exp_sub(x[j], m, s)
+
+
+@njit(fastmath=_REDUCE)
+def row_exp_store(x, m, s, out, near):
     """row_exp, then sum_j out[j] in float64.
 
     The sum is a second loop over ``out`` (still in L1): a loop that stores and reduces
     at once may run its scalar fallback when ``out`` is ``x`` (in place), which sums in
     another order, and in-place results must equal the others bit for bit.
     """
-    row_exp(x, m, s, out)
+    row_exp(x, m, s, out, near)
     return row_sum(out)
 
 
 @njit(fastmath=_REDUCE)
-def row_sumexp(x, m, s):
+def row_sumexp(x, m, s, near):
     """(rest, ties): sum of exp((x[j] - m) * s) over x[j] < m, and the count of x[j] == m.
 
     Keeping the terms equal to 1 out of the sum lets log1p_rest form log(sum) without
@@ -408,12 +473,18 @@ def row_sumexp(x, m, s):
         xb = x[b0 : b0 + BLOCK]
         part = zero
         count = zero
-        for j in range(xb.shape[0]):
-            v = xb[j]
-            e = exp_sub(v, m, s)
-            below = v < m
-            part += e if below else zero
-            count += zero if below else one
+        if near:
+            for j in range(xb.shape[0]):
+                v = xb[j]
+                below = v < m
+                part += exp_near(v, m) if below else zero
+                count += zero if below else one
+        else:
+            for j in range(xb.shape[0]):
+                v = xb[j]
+                below = v < m
+                part += exp_sub(v, m, s) if below else zero
+                count += zero if below else one
         rest += part
         ties += count
     return rest, ties
@@ -453,10 +524,10 @@ def log1p_rest(rest, ties):
 @njit
 def row_lse(x, s):
     """(m, L) with logsumexp(x * s) = m * s + L; m non-finite (NaN, +-inf) leaves L = 0."""
-    m = row_max(x)
+    m, low = row_range(x)
     if not math.isfinite(m):
         return m, 0.0
-    rest, ties = row_sumexp(x, m, s)
+    rest, ties = row_sumexp(x, m, s, near_ok(m, low, s))
     return m, log1p_rest(rest, ties)
 
 
@@ -473,18 +544,41 @@ def lanes_max(x3, o, i0, m):
 
 
 @njit(fastmath=_REDUCE)
-def lanes_exp(x3, o, i0, m, s, out3):
+def lanes_range(x3, o, i0, m, low, s):
+    """lanes_max and the lanes' minima into low; returns near_ok for the whole block."""
+    w = m.shape[0]
+    for k in range(w):
+        m[k] = as_type_of(-np.inf, x3)
+        low[k] = as_type_of(np.inf, x3)
+    for j in range(x3.shape[1]):
+        xr = x3[o, j, i0 : i0 + w]
+        for k in range(w):
+            v = xr[k]
+            m[k] = max_nan(m[k], v)
+            low[k] = v if v < low[k] else low[k]
+    near = True
+    for k in range(w):
+        near = near and (near_ok(m[k], low[k], s) or not math.isfinite(m[k]))
+    return near
+
+
+@njit(fastmath=_REDUCE)
+def lanes_exp(x3, o, i0, m, s, out3, near):
     """out3[o, j, i0 + k] = exp((x3[o, j, i0 + k] - m[k]) * s); out3 may be x3."""
     w = m.shape[0]
     for j in range(x3.shape[1]):
         xr = x3[o, j, i0 : i0 + w]
         outr = out3[o, j, i0 : i0 + w]
-        for k in range(w):
-            outr[k] = exp_sub(xr[k], m[k], s)
+        if near:
+            for k in range(w):
+                outr[k] = exp_near(xr[k], m[k])
+        else:
+            for k in range(w):
+                outr[k] = exp_sub(xr[k], m[k], s)
 
 
 @njit(fastmath=_REDUCE)
-def lanes_exp_store(x3, o, i0, m, s, out3, total):
+def lanes_exp_store(x3, o, i0, m, s, out3, total, near):
     """out3[o, j, i0 + k] = exp((x - m[k]) * s); total[k] = sum over j (float64).
 
     As in the row primitives, float32 terms are summed in float32 over BLOCK classes and
@@ -500,8 +594,12 @@ def lanes_exp_store(x3, o, i0, m, s, out3, total):
         for j in range(b0, min(b0 + BLOCK, x3.shape[1])):
             xr = x3[o, j, i0 : i0 + w]
             outr = out3[o, j, i0 : i0 + w]
-            for k in range(w):
-                outr[k] = exp_sub(xr[k], m[k], s)
+            if near:
+                for k in range(w):
+                    outr[k] = exp_near(xr[k], m[k])
+            else:
+                for k in range(w):
+                    outr[k] = exp_sub(xr[k], m[k], s)
             for k in range(w):
                 part[k] += outr[k]
         for k in range(w):
@@ -509,7 +607,7 @@ def lanes_exp_store(x3, o, i0, m, s, out3, total):
 
 
 @njit(fastmath=_REDUCE)
-def lanes_sumexp(x3, o, i0, m, s, rest, ties):
+def lanes_sumexp(x3, o, i0, m, s, rest, ties, near):
     """row_sumexp for each of the w = len(m) lanes, into the float64 arrays rest and ties."""
     w = m.shape[0]
     zero = as_type_of(0.0, x3)
@@ -525,11 +623,18 @@ def lanes_sumexp(x3, o, i0, m, s, rest, ties):
             count[k] = zero
         for j in range(b0, min(b0 + BLOCK, x3.shape[1])):
             xr = x3[o, j, i0 : i0 + w]
-            for k in range(w):
-                v = xr[k]
-                below = v < m[k]
-                part[k] += exp_sub(v, m[k], s) if below else zero
-                count[k] += zero if below else one
+            if near:
+                for k in range(w):
+                    v = xr[k]
+                    below = v < m[k]
+                    part[k] += exp_near(v, m[k]) if below else zero
+                    count[k] += zero if below else one
+            else:
+                for k in range(w):
+                    v = xr[k]
+                    below = v < m[k]
+                    part[k] += exp_sub(v, m[k], s) if below else zero
+                    count[k] += zero if below else one
         for k in range(w):
             rest[k] += part[k]
             ties[k] += count[k]

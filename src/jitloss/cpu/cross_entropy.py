@@ -40,12 +40,13 @@ from ._math import (
     as_type_of,
     exp_sub,
     lanes_exp,
-    lanes_max,
+    lanes_range,
     lanes_rest,
     lanes_sumexp,
     log1p_rest,
+    near_ok,
     row_exp,
-    row_max,
+    row_range,
     row_rest,
     row_sumexp,
 )
@@ -174,10 +175,10 @@ def _prob_loss_value(gap, L, mass, z, lse):
 def _index_row(x, y, w, wsum, ignore, eps, z):
     if y == ignore:
         return 0.0
-    m = row_max(x)
+    m, low = row_range(x)
     if not math.isfinite(m):
         return np.nan
-    rest, ties = row_sumexp(x, m, _ONE)
+    rest, ties = row_sumexp(x, m, _ONE, near_ok(m, low, _ONE))
     gap = _row_gap(x, m, w) if eps > 0 else 0.0
     return _index_loss_value(
         np.float64(m), np.float64(x[y]), log1p_rest(rest, ties), np.float64(w[y]), wsum, gap,
@@ -198,13 +199,13 @@ def _index_grad_row(x, y, w, wsum, ignore, eps, z, scale, g):
     if y == ignore:
         _fill(g, 0.0)
         return 0.0
-    m = row_max(x)
+    m, low = row_range(x)
     if not math.isfinite(m):
         _fill(g, np.nan)
         return np.nan
     xy = np.float64(x[y])  # read before g (possibly x itself) is written
     gap = _row_gap(x, m, w) if eps > 0 else 0.0
-    row_exp(x, m, _ONE, g)
+    row_exp(x, m, _ONE, g, near_ok(m, low, _ONE))
     rest, ties = row_rest(g)
     L = log1p_rest(rest, ties)
     wy = np.float64(w[y])
@@ -243,13 +244,13 @@ def _target_entry(ey, rest, ties, scale, wy, wsum, eps, z, lse, classes):
 
 @njit
 def _prob_row(x, t, w, eps, z):
-    m = row_max(x)
+    m, low = row_range(x)
     if not math.isfinite(m):
         return np.nan
     k1 = as_type_of(1.0 - eps, x)
     k0 = as_type_of(eps / x.shape[0], x)
     mass, gap = _row_target_sums(x, t, w, m, k1, k0)
-    rest, ties = row_sumexp(x, m, _ONE)
+    rest, ties = row_sumexp(x, m, _ONE, near_ok(m, low, _ONE))
     L = log1p_rest(rest, ties)
     return _prob_loss_value(gap, L, mass, z, np.float64(m) + L)
 
@@ -257,14 +258,14 @@ def _prob_row(x, t, w, eps, z):
 @njit
 def _prob_grad_row(x, t, w, eps, z, scale, g):
     C = x.shape[0]
-    m = row_max(x)
+    m, low = row_range(x)
     if not math.isfinite(m):
         _fill(g, np.nan)
         return np.nan
     k1 = as_type_of(1.0 - eps, x)
     k0 = as_type_of(eps / C, x)
     mass, gap = _row_target_sums(x, t, w, m, k1, k0)
-    row_exp(x, m, _ONE, g)
+    row_exp(x, m, _ONE, g, near_ok(m, low, _ONE))
     rest, ties = row_rest(g)
     L = log1p_rest(rest, ties)
     lse = np.float64(m) + L
@@ -395,8 +396,8 @@ def _index_lane_block(x3, y2, w, wsum, ignore, eps, z, loss2, o, i0, n):
     rest = np.empty(n, np.float64)
     ties = np.empty(n, np.float64)
     gap = np.zeros(n, np.float64)
-    lanes_max(x3, o, i0, m)
-    lanes_sumexp(x3, o, i0, m, _ONE, rest, ties)
+    near = lanes_range(x3, o, i0, m, np.empty(n, x3.dtype), _ONE)
+    lanes_sumexp(x3, o, i0, m, _ONE, rest, ties, near)
     if eps > 0:
         _lanes_gap(x3, o, i0, m, w, gap)
     for k in range(n):
@@ -421,13 +422,13 @@ def _index_grad_lane_block(x3, y2, w, wsum, ignore, eps, z, scale2, loss2, g3, o
     ties = np.empty(n, np.float64)
     gap = np.zeros(n, np.float64)
     xy = np.empty(n, np.float64)
-    lanes_max(x3, o, i0, m)
+    near = lanes_range(x3, o, i0, m, np.empty(n, x3.dtype), _ONE)
     for k in range(n):  # read before g3 (possibly x3 itself) is written
         y = y2[o, i0 + k]
         xy[k] = x3[o, y, i0 + k] if y != ignore else 0.0
     if eps > 0:
         _lanes_gap(x3, o, i0, m, w, gap)
-    lanes_exp(x3, o, i0, m, _ONE, g3)
+    lanes_exp(x3, o, i0, m, _ONE, g3, near)
     lanes_rest(g3, o, i0, rest, ties)
     a = np.empty(n, g3.dtype)
     live = np.empty(n, np.bool_)
@@ -478,11 +479,11 @@ def _prob_lane_block(x3, t3, w, eps, z, loss2, o, i0, n):
     ties = np.empty(n, np.float64)
     mass = np.empty(n, np.float64)
     gap = np.empty(n, np.float64)
-    lanes_max(x3, o, i0, m)
+    near = lanes_range(x3, o, i0, m, np.empty(n, x3.dtype), _ONE)
     k1 = as_type_of(1.0 - eps, x3)
     k0 = as_type_of(eps / C, x3)
     _lanes_target_sums(x3, t3, o, i0, m, w, k1, k0, mass, gap)
-    lanes_sumexp(x3, o, i0, m, _ONE, rest, ties)
+    lanes_sumexp(x3, o, i0, m, _ONE, rest, ties, near)
     for k in range(n):
         if not math.isfinite(m[k]):
             loss2[o, i0 + k] = np.nan
@@ -499,11 +500,11 @@ def _prob_grad_lane_block(x3, t3, w, eps, z, scale2, loss2, g3, o, i0, n):
     ties = np.empty(n, np.float64)
     mass = np.empty(n, np.float64)
     gap = np.empty(n, np.float64)
-    lanes_max(x3, o, i0, m)
+    near = lanes_range(x3, o, i0, m, np.empty(n, x3.dtype), _ONE)
     k1 = as_type_of(1.0 - eps, x3)
     k0 = as_type_of(eps / C, x3)
     _lanes_target_sums(x3, t3, o, i0, m, w, k1, k0, mass, gap)
-    lanes_exp(x3, o, i0, m, _ONE, g3)
+    lanes_exp(x3, o, i0, m, _ONE, g3, near)
     lanes_rest(g3, o, i0, rest, ties)
     a = np.empty(n, g3.dtype)
     c1 = np.empty(n, g3.dtype)

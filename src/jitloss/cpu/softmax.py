@@ -23,15 +23,16 @@ from ._math import (
     exp_sub,
     lanes_dot,
     lanes_exp_store,
-    lanes_max,
+    lanes_range,
     lanes_sum,
     lanes_sumexp,
     log1p_rest,
     max_nan,
+    near_ok,
     row_dot,
     row_exp_store,
     row_lse,
-    row_max,
+    row_range,
     row_sum,
 )
 
@@ -127,9 +128,9 @@ def log_softmax_backward(logp3, dy3, s, out3=None):
 
 @njit
 def _softmax_row(x, out, s):
-    m = row_max(x)
+    m, low = row_range(x)
     if math.isfinite(m):
-        inv = as_type_of(1.0 / row_exp_store(x, m, s, out), x)
+        inv = as_type_of(1.0 / row_exp_store(x, m, s, out, near_ok(m, low, s)), x)
         for j in range(x.shape[0]):
             out[j] *= inv
     else:  # NaN in the row, +inf, or all -inf
@@ -255,8 +256,8 @@ def _log_softmax_backward_rows_serial(logp2, dy2, out2, s):
 def _softmax_lane_block(x3, out3, s, o, i0, w):
     m = np.empty(w, x3.dtype)
     total = np.empty(w, np.float64)
-    lanes_max(x3, o, i0, m)
-    lanes_exp_store(x3, o, i0, m, s, out3, total)
+    near = lanes_range(x3, o, i0, m, np.empty(w, x3.dtype), s)
+    lanes_exp_store(x3, o, i0, m, s, out3, total, near)
     inv = np.empty(w, x3.dtype)
     for k in range(w):
         inv[k] = 1.0 / total[k] if math.isfinite(m[k]) else np.nan
@@ -290,8 +291,8 @@ def _lse_lane_block(x3, o, i0, w, s, m, lse):
     """m[k] and lse[k] = log(sum_j exp((x - m[k]) s)) for each lane (0 where m is not finite)."""
     rest = np.empty(w, np.float64)
     ties = np.empty(w, np.float64)
-    lanes_max(x3, o, i0, m)
-    lanes_sumexp(x3, o, i0, m, s, rest, ties)
+    near = lanes_range(x3, o, i0, m, np.empty(w, x3.dtype), s)
+    lanes_sumexp(x3, o, i0, m, s, rest, ties, near)
     for k in range(w):
         lse[k] = log1p_rest(rest[k], ties[k]) if math.isfinite(m[k]) else 0.0
 
