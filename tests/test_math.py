@@ -130,7 +130,7 @@ def _fresh_llvm(fn, *args):
 @pytest.mark.parametrize(
     "name, make_args",
     [
-        ("row_max", lambda x: (x,)),
+        ("row_range", lambda x: (x,)),
         ("row_exp_store", lambda x: (x, x.dtype.type(3), (1.0, 0.0), np.empty_like(x), False)),
         ("row_exp_store", lambda x: (x, x.dtype.type(3), (1.0, 0.0), np.empty_like(x), True)),
         ("row_sumexp", lambda x: (x, x.dtype.type(3), (1.0, 0.0), False)),

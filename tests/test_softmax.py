@@ -647,3 +647,30 @@ def test_backward_shape_mismatch():
 def test_b_that_does_not_broadcast():
     with pytest.raises(ValueError, match="b"):
         jitloss.logsumexp(np.zeros((2, 3)), b=np.ones(2))
+
+
+@pytest.mark.parametrize("axis", [-1, 0])
+def test_nan_hidden_behind_an_infinite_maximum(axis):
+    # the row maximum ignores NaN (llvm.maxnum); rows whose maximum is infinite are scanned
+    rows = np.array([[np.nan, -np.inf], [np.nan, np.inf], [-np.inf, -np.inf], [np.inf, 1.0],
+                     [np.nan, np.nan]])
+    x = rows if axis == -1 else np.ascontiguousarray(rows.T)
+    lse = jitloss.logsumexp(x, axis=axis)
+    assert np.isnan(lse[0]) and np.isnan(lse[1]) and np.isnan(lse[4])
+    assert lse[2] == -np.inf and lse[3] == np.inf
+    for fn in (jitloss.softmax, jitloss.log_softmax):
+        assert np.isnan(fn(x, axis=axis)).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_nan_below_a_finite_maximum_reaches_every_result(dtype):
+    # the maximum is finite, the NaN travels through the exponentials and the sums
+    x = np.array([[1.0, np.nan, 0.5, -30.0], [2.0, 1.0, 0.0, 3.0]], dtype)
+    for fn in (jitloss.softmax, jitloss.log_softmax):
+        y = fn(x)
+        assert np.isnan(y[0]).all() and np.isfinite(y[1]).all()
+    assert np.isnan(jitloss.logsumexp(x)[0])
+    loss, g = jitloss.cross_entropy_with_grad(x, [0, 1], reduction="none")
+    assert np.isnan(loss[0]) and np.isnan(g[0]).all() and np.isfinite(g[1]).all()
+    loss, g = jitloss.cross_entropy_with_grad(x, np.full_like(x, 0.25), reduction="none")
+    assert np.isnan(loss[0]) and np.isnan(g[0]).all() and np.isfinite(g[1]).all()

@@ -21,6 +21,7 @@ from ._math import (
     as_type_of,
     exp,
     exp_sub,
+    has_nan,
     lanes_dot,
     lanes_exp_store,
     lanes_range,
@@ -184,7 +185,9 @@ def _log_softmax_rows_serial(x2, out2, s):
 @njit
 def _lse_row(x):
     m, lse = row_lse(x, (1.0, 0.0))
-    return m + lse if math.isfinite(m) else m  # NaN, +inf and -inf rows give themselves
+    if math.isfinite(m):
+        return m + lse  # NaN if the row holds one
+    return np.nan if has_nan(x) else m  # +inf, or -inf for all -inf (or empty)
 
 
 @njit(parallel=True, cache=True)
@@ -338,7 +341,10 @@ def _logsumexp_lane_block(x3, out2, o, i0, w):
     lse = np.empty(w, np.float64)
     _lse_lane_block(x3, o, i0, w, (1.0, 0.0), m, lse)
     for k in range(w):
-        out2[o, i0 + k] = m[k] + lse[k] if math.isfinite(m[k]) else m[k]
+        if math.isfinite(m[k]):
+            out2[o, i0 + k] = m[k] + lse[k]
+        else:
+            out2[o, i0 + k] = np.nan if has_nan(x3[o, :, i0 + k]) else m[k]
 
 
 @njit(parallel=True, cache=True)
