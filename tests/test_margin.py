@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import jitloss
-import reference as ref
+from tests import reference as ref
 
 try:
     import torch

@@ -9,7 +9,7 @@ from numba import njit
 
 from jitloss.cpu import _math
 from jitloss.cpu._math import exp, exp_sub
-import reference as ref
+from tests import reference as ref
 
 
 @njit

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import jitloss
 import jitloss.cpu
-import reference as ref
+from tests import reference as ref
 
 FORWARD = {
     "softmax": (jitloss.softmax, ref.softmax),

@@ -73,22 +73,42 @@ def _cuda_summary() -> str:
         return f"unavailable ({exc})"
 
 
+def _to_device(d):
+    from numba import cuda
+
+    return {k: cuda.to_device(v) if isinstance(v, np.ndarray) else v for k, v in d.items()}
+
+
+def _to_host(x):
+    return x.copy_to_host() if hasattr(x, "copy_to_host") else x
+
+
 def _check(args) -> int:
     from ._bench import OPS
 
     rng = np.random.default_rng(0)
     failures = 0
+    cuda = args.device == "cuda"
+    if cuda and not _cuda_ok():
+        print("no CUDA device (and NUMBA_ENABLE_CUDASIM is not set)")
+        return 1
+    shapes = [((64, 100), -1), ((30, 50), 0)]
+    if cuda and os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        shapes = [((3, 5), -1), ((4, 3), 0)]  # the simulator runs a Python thread per thread
+        _small_cuda_launches()
+    print(f"# device: {args.device}")
     print(f"{'function':<32} {'dtype':<8} {'shape':<12} {'axis':>4}  {'max error':>10}  {'tol':>8}")
     for op in OPS.values():
         for dtype in ("float32", "float64"):
-            for shape, axis in [((64, 100), -1), ((30, 50), 0)]:
+            for shape, axis in shapes:
                 d = op.make(shape, dtype, rng, axis)
                 d64 = {k: v.astype(np.float64)
                        if isinstance(v, np.ndarray) and v.dtype.kind == "f" else v
                        for k, v in d.items()}
-                got, want = op.run(d), op.numpy(d64)
+                got, want = op.run(_to_device(d) if cuda else d), op.numpy(d64)
                 if not isinstance(want, tuple):
                     got, want = (got,), (want,)
+                got = tuple(_to_host(g) for g in got)
                 err, ok = 0.0, True
                 for g, w in zip(got, want):  # each result (loss, gradient) on its own scale
                     g = np.asarray(g, dtype=np.float64)
@@ -107,8 +127,26 @@ def _check(args) -> int:
     return 1 if failures else 0
 
 
+def _small_cuda_launches() -> None:
+    import jitloss.cuda as jc
+
+    jc.WARP, jc.ROWS_PER_BLOCK, jc.THREADS, jc.WARP_MAX_CLASSES, jc.THREADS_1D = 4, 2, 8, 8, 8
+
+
+def _cuda_ok() -> bool:
+    try:
+        from numba import cuda
+
+        return os.environ.get("NUMBA_ENABLE_CUDASIM") == "1" or bool(cuda.is_available())
+    except Exception:
+        return False
+
+
 def _bench(args) -> int:
     from . import _bench as B
+
+    if args.device == "cuda":
+        return _bench_cuda(args)
 
     ops = [B.OPS[name] for name in args.op] if args.op else list(B.OPS.values())
     if args.shape:
@@ -191,6 +229,60 @@ def _memory(with_torch: bool) -> None:
         print(f"#   {labels[v]:<36} {peak_rss_growth(v):8.1f} MiB")
 
 
+def _bench_cuda(args) -> int:
+    """Device times (events around repeated calls), against a device-to-device copy of the
+    same bytes and PyTorch CUDA when installed; achieved bandwidth in GB/s."""
+    from numba import cuda
+
+    from . import _bench as B
+
+    if not _cuda_ok():
+        print("no CUDA device (and NUMBA_ENABLE_CUDASIM is not set)")
+        return 1
+    try:
+        import torch
+
+        has_torch = torch.cuda.is_available()
+    except ImportError:
+        has_torch = False
+    ops = [B.OPS[name] for name in args.op] if args.op else list(B.OPS.values())
+    name = _cuda_summary()
+    print(f"# jitloss bench --device cuda: {name}, {args.dtype}; medians of {args.rounds} "
+          f"rounds; GB/s counts one read of the inputs and one write of each output")
+    print(f"| {'function':<32} | {'shape':<12} | {'copy us':>8} | {'jitloss us':>10} | "
+          f"{'GB/s':>7} | {'of copy':>7} | {'torch us':>9} | {'vs torch':>8} |")
+    print("|" + "|".join("-" * n for n in (34, 14, 10, 12, 9, 9, 11, 10)) + "|")
+    rng = np.random.default_rng(0)
+    for op in ops:
+        shapes = {s: B.parse_shape(s) for s in args.shape} if args.shape else (
+            op.shapes or B.CUDA_SHAPES)
+        for shape_name, shape in shapes.items():
+            host = op.make(shape, args.dtype, rng, -1)
+            d = _to_device(host)
+            src = B.main_array(d)
+            dst = cuda.device_array_like(src)
+            run = lambda: op.run(d)  # noqa: E731
+            out = run()
+            out = out if isinstance(out, tuple) else (out,)
+            moved = sum(v.nbytes for v in d.values() if hasattr(v, "nbytes"))
+            moved += sum(getattr(o, "nbytes", 0) for o in out)
+            t_copy = B.device_median(lambda: dst.copy_to_device(src), args.rounds)
+            t_jit = B.device_median(run, args.rounds)
+            t_torch = None
+            if has_torch and op.torch is not None:
+                td = {k: torch.as_tensor(v, device="cuda") if isinstance(v, np.ndarray) else v
+                      for k, v in host.items()}
+                t_torch = B.device_median(lambda: op.torch(td), args.rounds,
+                                          sync=torch.cuda.synchronize)
+            gbs = moved / t_jit / 1e9
+            copy_gbs = 2 * src.nbytes / t_copy / 1e9
+            print(f"| {op.name:<32} | {shape_name:<12} | {t_copy * 1e6:>8.1f} | "
+                  f"{t_jit * 1e6:>10.1f} | {gbs:>7.0f} | {gbs / copy_gbs:>6.0%} | "
+                  + (f"{t_torch * 1e6:>9.1f} | {t_torch / t_jit:>7.2f}x |" if t_torch
+                     else f"{'-':>9} | {'-':>8} |"), flush=True)
+    return 0
+
+
 def _startup(runs: int = 5) -> None:
     """Fresh-process cost of import + a first small call, against `import numba`."""
     code_numba = "import numba"
@@ -220,11 +312,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jitloss", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="versions, threading, SVML, CUDA, cache directory")
-    sub.add_parser("check", help="every public function against a float64 reference")
+    c = sub.add_parser("check", help="every public function against a float64 reference")
+    c.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     b = sub.add_parser("bench", help="time each function against np.copyto, NumPy, PyTorch")
     b.add_argument("--op", action="append", help="function name (repeatable); default all")
     b.add_argument("--shape", action="append", help="RowsxClasses, e.g. 4096x1000")
-    b.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    b.add_argument("--dtype", default="float32", choices=["float32", "float64", "float16"])
+    b.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     b.add_argument("--rounds", type=int, default=15, help="interleaved rounds per case")
     b.add_argument("--startup", action="store_true", help="also time a fresh process")
     b.add_argument("--no-torch", action="store_true", help="leave PyTorch out")

@@ -270,12 +270,12 @@ class Rows(NamedTuple):
         nd = len(shape)
         if rows_only:
             last = tuple(range(nd - len(axes), nd))
-            if axes == last and a.flags.c_contiguous:
+            if axes == last and _c_contiguous(a):
                 return cls.of(a, axes)
             rest = [ax for ax in range(nd) if ax not in axes]
             return cls(shape, tuple(axes), tuple(rest) + tuple(axes),
                        math.prod(shape[ax] for ax in rest), math.prod(shape[ax] for ax in axes), 1)
-        if a.flags.c_contiguous and (not axes or axes[-1] - axes[0] == len(axes) - 1):
+        if _c_contiguous(a) and (not axes or axes[-1] - axes[0] == len(axes) - 1):
             # the common case, cheaply: C order, reduced axes adjacent
             first = axes[0] if axes else nd
             end = first + len(axes)
@@ -312,7 +312,7 @@ class Rows(NamedTuple):
 
     def fits(self, a: np.ndarray) -> bool:
         """True if ``a`` (of this shape) is C-contiguous in this axis order."""
-        step = a.itemsize
+        step = a.dtype.itemsize
         for ax in reversed(self.order):
             n = self.shape[ax]
             if n > 1:
@@ -329,7 +329,7 @@ class Rows(NamedTuple):
         """
         if a.shape != self.shape:
             return None
-        if a.flags.c_contiguous and self.order == tuple(range(len(self.shape))):
+        if _c_contiguous(a) and self.order == tuple(range(len(self.shape))):
             return a.reshape(self.shape3)
         if not self.fits(a):
             return None
@@ -369,12 +369,12 @@ class Rows(NamedTuple):
         """The ``(outer, inner)`` view of a reduction result ``r``, or None."""
         if r.shape != self.reduced_shape(keepdims):
             return None
-        if r.flags.c_contiguous and self.order == tuple(range(len(self.shape))):
+        if _c_contiguous(r) and self.order == tuple(range(len(self.shape))):
             return r.reshape(self.outer, self.inner)
         kept = self._kept()  # memory order; r has them in the caller's (sorted) order
         t = np.squeeze(r, axis=self.axes) if keepdims else r
         t = t.transpose([sorted(kept).index(ax) for ax in kept])
-        return t.reshape(self.outer, self.inner) if t.flags.c_contiguous else None
+        return t.reshape(self.outer, self.inner) if _c_contiguous(t) else None
 
     def take2(self, r: np.ndarray) -> np.ndarray:
         """A read-only ``(outer, inner)`` view of a per-sample array shaped like a reduction
@@ -394,11 +394,19 @@ class Rows(NamedTuple):
         return np.expand_dims(t, self.axes) if keepdims else t
 
 
-def _memory_order(a: np.ndarray) -> tuple | None:
+def _c_contiguous(a) -> bool:
+    """C-contiguity of a NumPy array or a CUDA device array (numba's, or the simulator's)."""
+    flags = getattr(a, "flags", None)
+    if flags is not None and not callable(flags):
+        return bool(flags["C_CONTIGUOUS"])
+    return bool(a.is_c_contiguous())
+
+
+def _memory_order(a) -> tuple | None:
     """Axes from outermost to innermost if ``a`` is C-contiguous in some axis order."""
     axes = sorted(range(a.ndim), key=lambda ax: -a.strides[ax] if a.shape[ax] > 1 else 0)
     big = [ax for ax in axes if a.shape[ax] > 1]
-    step = a.itemsize
+    step = a.dtype.itemsize
     for ax in reversed(big):
         if a.strides[ax] != step:
             return None

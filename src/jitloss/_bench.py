@@ -24,6 +24,9 @@ SHAPES = {
     "32x128256": (32, 128256),
 }
 AXIS0_SHAPE = (1000, 4096)  # softmax over axis 0 of a C-order array
+# the GPU shapes of the CUDA issue (64M elements and more for the bandwidth figure)
+CUDA_SHAPES = {"4096x1000": (4096, 1000), "4096x32000": (4096, 32000),
+               "1024x128256": (1024, 128256)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -376,7 +379,7 @@ def torch_inputs(d):
 
 def main_array(d):
     """The array whose bytes the copy baseline moves (the first array input)."""
-    return next(v for v in d.values() if isinstance(v, np.ndarray))
+    return next(v for v in d.values() if hasattr(v, "shape") and hasattr(v, "nbytes"))
 
 
 # --- timing ---------------------------------------------------------------------------------
@@ -407,6 +410,31 @@ def interleaved_medians(fns: dict, rounds: int = 15, min_sample: float = 2e-3) -
                 f()
             samples[name].append((time.perf_counter() - t0) / n)
     return {name: statistics.median(v) for name, v in samples.items()}
+
+
+def device_median(fn, rounds: int = 15, sync=None) -> float:
+    """Median seconds per call of a device function: calls between synchronisations."""
+    import statistics
+
+    if sync is None:
+        from numba import cuda
+
+        sync = cuda.synchronize
+    fn()
+    sync()
+    t0 = time.perf_counter()
+    fn()
+    sync()
+    n = max(1, int(5e-3 / max(time.perf_counter() - t0, 1e-7)))
+    samples = []
+    for _ in range(rounds):
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        sync()
+        samples.append((time.perf_counter() - t0) / n)
+    return statistics.median(samples)
 
 
 def parse_shape(text: str) -> tuple:
