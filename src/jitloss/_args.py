@@ -329,7 +329,7 @@ class Rows(NamedTuple):
         """
         if a.shape != self.shape:
             return None
-        if _c_contiguous(a) and self.order == tuple(range(len(self.shape))):
+        if _c_contiguous(a) and self._identity():
             return a.reshape(self.shape3)
         if not self.fits(a):
             return None
@@ -348,8 +348,13 @@ class Rows(NamedTuple):
         v.flags.writeable = False
         return v
 
+    def _identity(self) -> bool:
+        return self.order == tuple(range(len(self.shape)))
+
     def restore(self, a3: np.ndarray) -> np.ndarray:
         """The array of the caller's shape whose ``(outer, classes, inner)`` view is a3."""
+        if self._identity():
+            return a3.reshape(self.shape)
         return a3.reshape([self.shape[ax] for ax in self.order]).transpose(
             np.argsort(self.order)
         )
@@ -369,7 +374,7 @@ class Rows(NamedTuple):
         """The ``(outer, inner)`` view of a reduction result ``r``, or None."""
         if r.shape != self.reduced_shape(keepdims):
             return None
-        if _c_contiguous(r) and self.order == tuple(range(len(self.shape))):
+        if _c_contiguous(r) and self._identity():
             return r.reshape(self.outer, self.inner)
         kept = self._kept()  # memory order; r has them in the caller's (sorted) order
         t = np.squeeze(r, axis=self.axes) if keepdims else r
@@ -389,6 +394,8 @@ class Rows(NamedTuple):
 
     def restore2(self, r2: np.ndarray, keepdims: bool) -> np.ndarray:
         """The reduction result of the caller's shape whose ``(outer, inner)`` view is r2."""
+        if self._identity():  # the kept axes are in memory order already
+            return r2.reshape(self.reduced_shape(keepdims))
         kept = self._kept()
         t = r2.reshape([self.shape[ax] for ax in kept]).transpose(np.argsort(kept))
         return np.expand_dims(t, self.axes) if keepdims else t

@@ -34,7 +34,6 @@ def _map_rows(launcher, arrays, names, axis, out, *params):
     x = arrays[0]
     if (  # the common case, without the general machinery (small inputs: ~2 us saved)
         out is None
-        and len(arrays) == 1
         and type(x) is np.ndarray
         and x.dtype in _args.NATIVE
         and x.ndim
@@ -42,10 +41,17 @@ def _map_rows(launcher, arrays, names, axis, out, *params):
         and x.flags.c_contiguous
         and type(axis) is int
         and (axis == -1 or axis == x.ndim - 1)
+        and all(
+            type(a) is np.ndarray and a.dtype is x.dtype and a.shape == x.shape
+            and a.flags.c_contiguous for a in arrays[1:]
+        )
     ):
-        x2 = x.reshape(-1, x.shape[-1])
-        x2.flags.writeable = False
-        return launcher(x2, *params).reshape(x.shape)
+        rows = []
+        for a in arrays:
+            a2 = a.reshape(-1, x.shape[-1])
+            a2.flags.writeable = False
+            rows.append(a2)
+        return launcher(*rows, *params).reshape(x.shape)
     arrays, compute, result = float_inputs(*zip(arrays, names))
     if any(a.shape != arrays[0].shape for a in arrays[1:]):
         shapes = ", ".join(f"{n} {a.shape}" for n, a in zip(names, arrays))
