@@ -108,3 +108,40 @@ def test_errors_match_the_cpu():
         jitloss.softmax(d, temperature=0.0)
     with pytest.raises(TypeError, match="x"):
         jitloss.softmax(dev(np.zeros(3, np.complex64)))
+
+
+@pytest.mark.parametrize("shared_bytes", [0, 1 << 20], ids=["online", "staged"])
+def test_long_rows_read_online_or_staged_in_shared_memory(shared_bytes, monkeypatch):
+    # rows longer than WARP_MAX_CLASSES take a block; they are staged in shared memory
+    # when they fit (SHARED_ROW_BYTES) and read once with an online max/sum otherwise
+    import jitloss.cuda as jc
+
+    monkeypatch.setattr(jc, "SHARED_ROW_BYTES", shared_bytes)
+    rng = _rng(4)
+    x = (rng.standard_normal((3, 21)) * 6).astype(np.float32)
+    x[1, 5] = np.nan
+    x[2, :] = -np.inf
+    x[2, 3] = np.inf
+    for fn in (jitloss.softmax, jitloss.log_softmax, jitloss.logsumexp):
+        got = host(fn(dev(x)))
+        want = fn(x)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-12)
+    y = np.array([0, 4, 20])
+    loss, g = jitloss.cross_entropy_with_grad(dev(x[:1]), dev(y[:1]), label_smoothing=0.1)
+    want = jitloss.cross_entropy_with_grad(x[:1], y[:1], label_smoothing=0.1)
+    np.testing.assert_allclose(host(loss), want[0], rtol=2e-6)
+    np.testing.assert_allclose(host(g), want[1], rtol=2e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("classes", [4, 12])  # the warp path and the block path
+def test_minus_inf_entries_give_exact_zeros(classes):
+    x = np.zeros(classes)
+    x[::2] = -np.inf
+    y = host(jitloss.softmax(dev(x)))
+    np.testing.assert_array_equal(y, jitloss.softmax(x))
+    assert (y[::2] == 0).all()
+    loss, g = jitloss.cross_entropy_with_grad(dev(x[None]), dev(np.array([1])))
+    want = jitloss.cross_entropy_with_grad(x[None], np.array([1]))
+    np.testing.assert_allclose(host(loss), want[0], rtol=1e-15)
+    np.testing.assert_array_equal(host(g), want[1])

@@ -33,6 +33,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from .. import _formulas as formulas
 from . import lane_width, run
 from ._math import (
     BLOCK,
@@ -153,25 +154,6 @@ def _row_target_sums(x, t, w, m, k1, k0):
 
 
 @njit
-def _index_loss_value(m, xy, L, wy, wsum, gap, eps, z, classes):
-    # (1 - e) w_y (lse - x_y) + e/C (sum_c w_c (m - x_c) + W L) + s lse^2,  lse - x = (m - x) + L
-    lse = m + L
-    loss = (1.0 - eps) * wy * ((m - xy) + L)
-    if eps > 0:
-        loss += eps / classes * (gap + wsum * L)
-    if z > 0:
-        loss += z * lse * lse
-    return loss
-
-
-@njit
-def _prob_loss_value(gap, L, mass, z, lse):
-    # sum_c w_c t'_c ((m - x_c) + L) + s lse^2; compiled without contraction so that the
-    # loss-only and the fused kernels give the same bits
-    return gap + L * mass + z * lse * lse
-
-
-@njit
 def _index_row(x, y, w, wsum, ignore, eps, z):
     if y == ignore:
         return 0.0
@@ -180,7 +162,7 @@ def _index_row(x, y, w, wsum, ignore, eps, z):
         return np.nan
     rest, ties = row_sumexp(x, m, _ONE, near_ok(m, low, _ONE))
     gap = _row_gap(x, m, w) if eps > 0 else 0.0
-    return _index_loss_value(
+    return formulas.index_loss(
         np.float64(m), np.float64(x[y]), log1p_rest(rest, ties), np.float64(w[y]), wsum, gap,
         eps, z, x.shape[0],
     )
@@ -209,7 +191,7 @@ def _index_grad_row(x, y, w, wsum, ignore, eps, z, scale, g):
     rest, ties = row_rest(g)
     L = log1p_rest(rest, ties)
     wy = np.float64(w[y])
-    loss = _index_loss_value(np.float64(m), xy, L, wy, wsum, gap, eps, z, C)
+    loss = formulas.index_loss(np.float64(m), xy, L, wy, wsum, gap, eps, z, C)
     lse = np.float64(m) + L
     total = rest + ties
     ey = np.float64(g[y])
@@ -221,25 +203,8 @@ def _index_grad_row(x, y, w, wsum, ignore, eps, z, scale, g):
     else:
         for j in range(C):
             g[j] = g[j] * a
-    g[y] = _target_entry(ey, rest, ties, scale, wy, wsum, eps, z, lse, C)
+    g[y] = formulas.target_entry(ey, rest, ties, scale, wy, wsum, eps, z, lse, C)
     return loss
-
-
-@njit
-def _target_entry(ey, rest, ties, scale, wy, wsum, eps, z, lse, classes):
-    """The gradient at the target class, in float64: k (1 - e) w_y (p_y - 1) + the rest.
-
-    p_y - 1 = (e_y - S) / S; when y holds the maximum (e_y = 1) e_y - S is -(rest + ties - 1)
-    exactly, so a confident prediction's 1 - p_y ~ 1e-6 keeps its digits (the float32
-    difference p_y - 1 would keep one or two).
-    """
-    total = rest + ties
-    gap = -(rest + (ties - 1.0)) if ey == 1.0 else ey - total
-    return (
-        scale * (1.0 - eps) * wy * (gap / total)
-        + scale * (eps / classes * wsum + 2.0 * z * lse) * (ey / total)
-        - scale * eps / classes * wy
-    )
 
 
 @njit
@@ -252,7 +217,7 @@ def _prob_row(x, t, w, eps, z):
     mass, gap = _row_target_sums(x, t, w, m, k1, k0)
     rest, ties = row_sumexp(x, m, _ONE, near_ok(m, low, _ONE))
     L = log1p_rest(rest, ties)
-    return _prob_loss_value(gap, L, mass, z, np.float64(m) + L)
+    return formulas.prob_loss(gap, L, mass, z, np.float64(m) + L)
 
 
 @njit
@@ -274,7 +239,7 @@ def _prob_grad_row(x, t, w, eps, z, scale, g):
     c0 = as_type_of(scale * eps / C, g)
     for j in range(C):
         g[j] = g[j] * a - w[j] * (t[j] * c1 + c0)
-    return _prob_loss_value(gap, L, mass, z, lse)
+    return formulas.prob_loss(gap, L, mass, z, lse)
 
 
 # --- row kernels ------------------------------------------------------------------------------
@@ -408,7 +373,7 @@ def _index_lane_block(x3, y2, w, wsum, ignore, eps, z, loss2, o, i0, n):
             loss2[o, i0 + k] = np.nan
         else:
             L = log1p_rest(rest[k], ties[k])
-            loss2[o, i0 + k] = _index_loss_value(
+            loss2[o, i0 + k] = formulas.index_loss(
                 np.float64(m[k]), np.float64(x3[o, y, i0 + k]), L, np.float64(w[y]), wsum,
                 gap[k], eps, z, C,
             )
@@ -447,7 +412,7 @@ def _index_grad_lane_block(x3, y2, w, wsum, ignore, eps, z, scale2, loss2, g3, o
             L = log1p_rest(rest[k], ties[k])
             wy = np.float64(w[y])
             mk = np.float64(m[k])
-            loss2[o, i0 + k] = _index_loss_value(mk, xy[k], L, wy, wsum, gap[k], eps, z, C)
+            loss2[o, i0 + k] = formulas.index_loss(mk, xy[k], L, wy, wsum, gap[k], eps, z, C)
             lse = mk + L
             a[k] = sc * ((1.0 - eps) * wy + eps / C * wsum + 2.0 * z * lse) / (rest[k] + ties[k])
     ey = np.empty(n, np.float64)
@@ -465,7 +430,7 @@ def _index_grad_lane_block(x3, y2, w, wsum, ignore, eps, z, scale2, loss2, g3, o
     for k in range(n):
         y = y2[o, i0 + k]
         if live[k] and math.isfinite(m[k]):
-            g3[o, y, i0 + k] = _target_entry(
+            g3[o, y, i0 + k] = formulas.target_entry(
                 ey[k], rest[k], ties[k], scale2[o, i0 + k], np.float64(w[y]), wsum, eps, z,
                 np.float64(m[k]) + log1p_rest(rest[k], ties[k]), C,
             )
@@ -489,7 +454,7 @@ def _prob_lane_block(x3, t3, w, eps, z, loss2, o, i0, n):
             loss2[o, i0 + k] = np.nan
         else:
             L = log1p_rest(rest[k], ties[k])
-            loss2[o, i0 + k] = _prob_loss_value(gap[k], L, mass[k], z, np.float64(m[k]) + L)
+            loss2[o, i0 + k] = formulas.prob_loss(gap[k], L, mass[k], z, np.float64(m[k]) + L)
 
 
 @njit
@@ -519,7 +484,7 @@ def _prob_grad_lane_block(x3, t3, w, eps, z, scale2, loss2, g3, o, i0, n):
         else:
             L = log1p_rest(rest[k], ties[k])
             lse = np.float64(m[k]) + L
-            loss2[o, i0 + k] = _prob_loss_value(gap[k], L, mass[k], z, lse)
+            loss2[o, i0 + k] = formulas.prob_loss(gap[k], L, mass[k], z, lse)
             a[k] = sc * (mass[k] + 2.0 * z * lse) / (rest[k] + ties[k])
     for j in range(C):
         gr = g3[o, j, i0 : i0 + n]

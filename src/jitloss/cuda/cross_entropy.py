@@ -11,12 +11,16 @@ CPU module; the gradient's target entry is formed in float64 from the exact 1 - 
 
 from __future__ import annotations
 
+import functools
 import math
+import types
 
+import numba
 import numpy as np
-from numba import cuda, float64, int64
+from numba import cuda, float64
 
 from .. import _args
+from .. import _formulas as formulas
 from . import (
     MAX_THREADS,
     as_device,
@@ -31,7 +35,7 @@ from . import (
     take3,
 )
 from ._reduce import SUM, group_reduce
-from .softmax import _typed, _warp, exp_diff, row_id, row_range_max, row_rest
+from .softmax import _typed, _warp, exp_diff, load, row_id, row_mode, row_stats
 
 # --- label pass and reductions ----------------------------------------------------------
 
@@ -136,138 +140,130 @@ def scan_labels(labels_flat, classes, ignore, w, name="target"):
 # --- the fused kernels ---------------------------------------------------------------------
 
 
-@cuda.jit(device=True)
-def _target_entry(ey, rest, ties, scale, wy, wsum, eps, z, lse, classes):
-    # k (1 - e) w_y (p_y - 1) + k (e/C W + 2 s lse) p_y - k e/C w_y, with p_y - 1 exact
-    total = rest + ties
-    gap = -(rest + (ties - 1.0)) if ey == 1.0 else ey - total
-    return (
-        scale * (1.0 - eps) * wy * (gap / total)
-        + scale * (eps / classes * wsum + 2.0 * z * lse) * (ey / total)
-        - scale * eps / classes * wy
-    )
+@functools.lru_cache(maxsize=None)
+def kernels(dtype):
+    """The fused kernels for one dtype (the shared row cache is declared with it)."""
+    nbtype = numba.from_dtype(np.dtype(dtype))
 
-
-@cuda.jit
-def _index(x3, y2, w, wsum, ignore, eps, z, scale2, loss2, g3, grad, neg_inf, one, group,
-           warp):
-    # loss = (1-e) w_y (lse - x_y) + e/C sum_c w_c (lse - x_c) + s lse^2   (0 if ignored)
-    # g_j = k [p_j ((1-e) w_y + e/C W + 2 s lse) - e/C w_j - (1-e) w_y [j == y]]
-    scratch = cuda.shared.array(MAX_THREADS, float64)
-    tid, lane, row = row_id(group)
-    inner = x3.shape[2]
-    C = x3.shape[1]
-    valid = row < x3.shape[0] * inner
-    o = row // inner
-    i = row % inner
-    y = y2[o, i] if valid else ignore
-    live = valid and y != ignore
-    xy = float(x3[o, y, i]) if live else 0.0  # read before any thread writes g (maybe x)
-    m, nans = row_range_max(x3, o, i, lane, group, live, neg_inf, scratch, tid, warp)
-    finite = math.isfinite(m)
-    gap = 0.0
-    if live and finite and eps > 0:
-        for j in range(lane, C, group):
-            gap += float(w[j]) * (float(m) - float(x3[o, j, i]))
-    gap = group_reduce(gap, scratch, tid, group, warp, SUM)
-    zero = one - one
-    rest, ties = row_rest(x3, o, i, lane, group, live and finite, m, one, zero, scratch, tid,
-                          warp)
-    if not valid:
-        return
-    if not live:
-        if grad:
+    @cuda.jit
+    def index_rows(x3, y2, w, wsum, ignore, eps, z, scale2, loss2, g3, grad, neg_inf, one,
+                   group, warp, mode):
+        # loss = (1-e) w_y (lse - x_y) + e/C sum_c w_c (lse - x_c) + s lse^2   (0 if ignored)
+        # g_j = k [p_j ((1-e) w_y + e/C W + 2 s lse) - e/C w_j - (1-e) w_y [j == y]]
+        scratch = cuda.shared.array(MAX_THREADS, float64)
+        cache = cuda.shared.array(0, nbtype)
+        tid, lane, row = row_id(group)
+        inner = x3.shape[2]
+        C = x3.shape[1]
+        valid = row < x3.shape[0] * inner
+        o = row // inner
+        i = row % inner
+        y = y2[o, i] if valid else ignore
+        live = valid and y != ignore
+        xy = float(x3[o, y, i]) if live else 0.0  # read before any thread writes g (maybe x)
+        zero = one - one
+        m, rest, ties, nans = row_stats(x3, o, i, lane, group, live, one, zero, neg_inf,
+                                        scratch, tid, warp, cache, mode)
+        finite = math.isfinite(m) and nans == 0
+        gap = 0.0
+        if live and finite and eps > 0:
             for j in range(lane, C, group):
-                g3[o, j, i] = 0.0
+                gap += float(w[j]) * (float(m) - float(load(x3, o, j, i, cache, mode)))
+        gap = group_reduce(gap, scratch, tid, group, warp, SUM)
+        if not valid:
+            return
+        if not live:
+            if grad:
+                for j in range(lane, C, group):
+                    g3[o, j, i] = 0.0
+            if lane == 0:
+                loss2[o, i] = 0.0
+            return
+        if not finite:
+            if grad:
+                for j in range(lane, C, group):
+                    g3[o, j, i] = math.nan
+            if lane == 0:
+                loss2[o, i] = math.nan
+            return
+        L = math.log1p(rest + (ties - 1.0))
+        mf = float(m)
+        lse = mf + L
+        wy = float(w[y])
         if lane == 0:
-            loss2[o, i] = 0.0
-        return
-    if not finite:
+            loss2[o, i] = formulas.index_loss(mf, xy, L, wy, wsum, gap, eps, z, C)
         if grad:
+            k = scale2[o, i]
+            total = rest + ties
+            a = k * ((1.0 - eps) * wy + eps / C * wsum + 2.0 * z * lse) / total
+            b = k * eps / C
             for j in range(lane, C, group):
-                g3[o, j, i] = math.nan
+                e = exp_diff(load(x3, o, j, i, cache, mode), m, one, zero)
+                if j == y:
+                    g3[o, j, i] = formulas.target_entry(float(e), rest, ties, k, wy, wsum,
+                                                        eps, z, lse, C)
+                else:
+                    g3[o, j, i] = e * a - b * w[j]
+
+    @cuda.jit
+    def prob_rows(x3, t3, w, eps, z, scale2, loss2, g3, grad, neg_inf, one, group, warp, mode):
+        # t' = (1-e) t + e/C:  loss = sum_c w_c t'_c (lse - x_c) + s lse^2
+        # g_j = k [p_j (sum_c w_c t'_c + 2 s lse) - w_j t'_j]
+        scratch = cuda.shared.array(MAX_THREADS, float64)
+        cache = cuda.shared.array(0, nbtype)
+        tid, lane, row = row_id(group)
+        inner = x3.shape[2]
+        C = x3.shape[1]
+        valid = row < x3.shape[0] * inner
+        o = row // inner
+        i = row % inner
+        zero = one - one
+        m, rest, ties, nans = row_stats(x3, o, i, lane, group, valid, one, zero, neg_inf,
+                                        scratch, tid, warp, cache, mode)
+        finite = math.isfinite(m) and nans == 0
+        mass = 0.0
+        gap = 0.0
+        k0 = eps / C
+        if valid and finite:
+            for j in range(lane, C, group):
+                wt = float(w[j]) * (float(t3[o, j, i]) * (1.0 - eps) + k0)
+                mass += wt
+                gap += wt * (float(m) - float(load(x3, o, j, i, cache, mode)))
+        mass = group_reduce(mass, scratch, tid, group, warp, SUM)
+        gap = group_reduce(gap, scratch, tid, group, warp, SUM)
+        if not valid:
+            return
+        if not finite:
+            if grad:
+                for j in range(lane, C, group):
+                    g3[o, j, i] = math.nan
+            if lane == 0:
+                loss2[o, i] = math.nan
+            return
+        L = math.log1p(rest + (ties - 1.0))
+        lse = float(m) + L
         if lane == 0:
-            loss2[o, i] = math.nan
-        return
-    L = math.log1p(rest + (ties - 1.0))
-    mf = float(m)
-    lse = mf + L
-    wy = float(w[y])
-    if lane == 0:
-        loss = (1.0 - eps) * wy * ((mf - xy) + L)
-        if eps > 0:
-            loss += eps / C * (gap + wsum * L)
-        if z > 0:
-            loss += z * lse * lse
-        loss2[o, i] = loss
-    if grad:
-        k = scale2[o, i]
-        total = rest + ties
-        a = k * ((1.0 - eps) * wy + eps / C * wsum + 2.0 * z * lse) / total
-        b = k * eps / C
-        for j in range(lane, C, group):
-            e = exp_diff(x3[o, j, i], m, one, zero)
-            if j == y:
-                g3[o, j, i] = _target_entry(float(e), rest, ties, k, wy, wsum, eps, z, lse, C)
-            else:
-                g3[o, j, i] = e * a - b * w[j]
-
-
-@cuda.jit
-def _prob(x3, t3, w, eps, z, scale2, loss2, g3, grad, neg_inf, one, group, warp):
-    # t' = (1-e) t + e/C:  loss = sum_c w_c t'_c (lse - x_c) + s lse^2
-    # g_j = k [p_j (sum_c w_c t'_c + 2 s lse) - w_j t'_j]
-    scratch = cuda.shared.array(MAX_THREADS, float64)
-    tid, lane, row = row_id(group)
-    inner = x3.shape[2]
-    C = x3.shape[1]
-    valid = row < x3.shape[0] * inner
-    o = row // inner
-    i = row % inner
-    m, nans = row_range_max(x3, o, i, lane, group, valid, neg_inf, scratch, tid, warp)
-    finite = math.isfinite(m)
-    mass = 0.0
-    gap = 0.0
-    k0 = eps / C
-    if valid and finite:
-        for j in range(lane, C, group):
-            wt = float(w[j]) * (float(t3[o, j, i]) * (1.0 - eps) + k0)
-            mass += wt
-            gap += wt * (float(m) - float(x3[o, j, i]))
-    mass = group_reduce(mass, scratch, tid, group, warp, SUM)
-    gap = group_reduce(gap, scratch, tid, group, warp, SUM)
-    zero = one - one
-    rest, ties = row_rest(x3, o, i, lane, group, valid and finite, m, one, zero, scratch, tid,
-                          warp)
-    if not valid:
-        return
-    if not finite:
+            loss2[o, i] = formulas.prob_loss(gap, L, mass, z, lse)
         if grad:
+            k = scale2[o, i]
+            a = k * (mass + 2.0 * z * lse) / (rest + ties)
             for j in range(lane, C, group):
-                g3[o, j, i] = math.nan
-        if lane == 0:
-            loss2[o, i] = math.nan
-        return
-    L = math.log1p(rest + (ties - 1.0))
-    lse = float(m) + L
-    if lane == 0:
-        loss2[o, i] = gap + L * mass + z * lse * lse
-    if grad:
-        k = scale2[o, i]
-        a = k * (mass + 2.0 * z * lse) / (rest + ties)
-        for j in range(lane, C, group):
-            e = exp_diff(x3[o, j, i], m, one, zero)
-            tj = float(t3[o, j, i]) * (1.0 - eps) + k0
-            g3[o, j, i] = e * a - k * float(w[j]) * tj
+                e = exp_diff(load(x3, o, j, i, cache, mode), m, one, zero)
+                tj = float(t3[o, j, i]) * (1.0 - eps) + k0
+                g3[o, j, i] = e * a - k * float(w[j]) * tj
+
+    return types.SimpleNamespace(index=index_rows, prob=prob_rows)
 
 
 # --- launchers (twins of jitloss.cpu.cross_entropy) ------------------------------------------
 
 
-def _launch(kernel, x3, *args):
+def _launch(name, x3, *args):
     blocks, threads, group = launch_config(x3.shape[0] * x3.shape[2], x3.shape[1])
-    kernel[blocks, threads](x3, *args, _typed(-np.inf, x3.dtype), _typed(1.0, x3.dtype), group,
-                            _warp(group))
+    mode, shared = row_mode(x3.shape[1], x3.dtype.itemsize, group)
+    kernel = getattr(kernels(x3.dtype), name)
+    kernel[blocks, threads, 0, shared](x3, *args, _typed(-np.inf, x3.dtype),
+                                       _typed(1.0, x3.dtype), group, _warp(group), mode)
 
 
 def index_loss_grad(x3, y2, w, wsum, ignore, eps, z, scale2, g3=None, grad=True):
@@ -275,7 +271,7 @@ def index_loss_grad(x3, y2, w, wsum, ignore, eps, z, scale2, g3=None, grad=True)
     loss2 = cuda.device_array(y2.shape, np.float64)
     g = g3 if g3 is not None else cuda.device_array(x3.shape if grad else (1, 1, 1), x3.dtype)
     s2 = scale2 if scale2 is not None else cuda.device_array((1, 1), np.float64)
-    _launch(_index, x3, y2, w, wsum, ignore, eps, z, s2, loss2, g, grad)
+    _launch("index", x3, y2, w, wsum, ignore, eps, z, s2, loss2, g, grad)
     return loss2, g
 
 
@@ -289,7 +285,7 @@ def prob_loss_grad(x3, t3, w, eps, z, scale2, g3=None, grad=True):
     loss2 = cuda.device_array((x3.shape[0], x3.shape[2]), np.float64)
     g = g3 if g3 is not None else cuda.device_array(x3.shape if grad else (1, 1, 1), x3.dtype)
     s2 = scale2 if scale2 is not None else cuda.device_array((1, 1), np.float64)
-    _launch(_prob, x3, t3, w, eps, z, s2, loss2, g, grad)
+    _launch("prob", x3, t3, w, eps, z, s2, loss2, g, grad)
     return loss2, g
 
 

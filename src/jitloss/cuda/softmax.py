@@ -1,17 +1,22 @@
 """CUDA softmax family: kernels, launchers (the twins of ``jitloss.cpu.softmax``) and the
 device side of the public functions.
 
-One group of threads per row (see ``jitloss.cuda``): a pass for the maximum, a pass for
-the sum of exponentials (the terms equal to the maximum counted apart, so the logarithm
-of the sum is a ``log1p`` of the rest), and a pass that writes.  Exponentials of
+One group of threads per row (see ``jitloss.cuda``): the row's maximum and sum of
+exponentials (the terms equal to the maximum counted apart, so the logarithm of the sum is
+a ``log1p`` of the rest), then a pass that writes.  Short rows (one warp each) are read
+from global memory (L1 keeps them); a long row (one block) is staged in shared memory
+when it fits, and otherwise read once with an online maximum and sum (``row_stats``).  Exponentials of
 ``(x - m) / T`` are formed from the exact difference (TwoSum) and the exact product
 error (fma), as on the CPU.  Sums accumulate in float64.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import types
 
+import numba
 import numpy as np
 from numba import cuda, float64
 
@@ -37,11 +42,13 @@ def exp_diff(x, m, s_hi, s_lo):
     # exp((x - m) (s_hi + s_lo)) with x - m = hi + lo exactly (TwoSum) and the product's
     # rounding error recovered by an fma: exp(a + c) = exp(a) (1 + c) for the tiny c
     hi = x - m
+    a = hi * s_hi
+    e = math.exp(a)
+    if not math.isfinite(hi):  # x = -inf gives 0, x = NaN gives NaN
+        return e
     z = hi - x
     lo = (x - (hi - z)) + (-m - z)
-    a = hi * s_hi
     c = cuda.fma(hi, s_hi, -a) + (hi * s_lo + lo * s_hi)
-    e = math.exp(a)
     return cuda.fma(e, c, e)
 
 
@@ -52,91 +59,148 @@ def row_id(group):
     return tid, tid % group, cuda.blockIdx.x * (cuda.blockDim.x // group) + tid // group
 
 
+GLOBAL, CACHED, ONLINE = 0, 1, 2  # how a group reads its row (see row_stats)
+
+
 @cuda.jit(device=True)
-def row_range_max(x3, o, i, lane, group, valid, neg_inf, scratch, tid, warp):
-    """The row maximum (NaN ignored) and the count of NaN in the row, in every thread."""
+def load(x3, o, j, i, cache, mode):
+    """Element j of the row: from the shared cache when the row is staged there."""
+    return cache[j] if mode == CACHED else x3[o, j, i]
+
+
+@cuda.jit(device=True)
+def row_stats(x3, o, i, lane, group, valid, s_hi, s_lo, neg_inf, scratch, tid, warp, cache,
+              mode):
+    """(m, rest, ties, nans) of the row, in every thread of its group.
+
+    m is the maximum (NaN ignored), rest the sum of exp((x - m)/T) over x < m, ties the
+    count of x == m, nans the count of NaN (a NaN also makes rest NaN, except ONLINE).
+    GLOBAL reads the row twice from global memory (short rows: cached in L1); CACHED
+    stages it in the shared ``cache`` on the first read (later passes read that);
+    ONLINE reads it once, keeping a running maximum per thread whose sums are rescaled
+    when it grows, then rescaled once more to the group's maximum.
+    """
+    C = x3.shape[1]
     m = neg_inf
     nans = 0.0
-    if valid:
-        for j in range(lane, x3.shape[1], group):
-            v = x3[o, j, i]
-            m = v if v > m else m
-            nans += 1.0 if v != v else 0.0
-    m = group_reduce(m, scratch, tid, group, warp, MAX)
-    nans = group_reduce(nans, scratch, tid, group, warp, SUM)
-    return m, nans
-
-
-@cuda.jit(device=True)
-def row_rest(x3, o, i, lane, group, valid, m, s_hi, s_lo, scratch, tid, warp):
-    """(rest, ties): sum of exp((x - m)/T) over x < m (NaN included) and count of x == m."""
     rest = 0.0
     ties = 0.0
-    if valid:
-        for j in range(lane, x3.shape[1], group):
-            v = x3[o, j, i]
-            if v >= m:
-                ties += 1.0
-            else:
-                rest += exp_diff(v, m, s_hi, s_lo)
+    if mode == ONLINE:
+        if valid:
+            for j in range(lane, C, group):
+                v = x3[o, j, i]
+                if v != v:
+                    nans += 1.0
+                elif v > m:
+                    f = exp_diff(m, v, s_hi, s_lo) if m != neg_inf else 0.0
+                    rest = (rest + ties) * f
+                    ties = 1.0
+                    m = v
+                elif v == m:
+                    ties += 1.0
+                else:
+                    rest += exp_diff(v, m, s_hi, s_lo)
+        big = group_reduce(m, scratch, tid, group, warp, MAX)
+        if m != big and m != neg_inf and math.isfinite(big):
+            rest = (rest + ties) * exp_diff(m, big, s_hi, s_lo)
+            ties = 0.0
+        elif m != big:
+            rest = 0.0
+            ties = 0.0
+        m = big
+    else:
+        if valid:
+            for j in range(lane, C, group):
+                v = x3[o, j, i]
+                if mode == CACHED:
+                    cache[j] = v
+                m = v if v > m else m
+                nans += 1.0 if v != v else 0.0
+        m = group_reduce(m, scratch, tid, group, warp, MAX)
+        if mode == CACHED:
+            cuda.syncthreads()  # the staged row is complete before anyone reads it
+        if valid and math.isfinite(m):
+            for j in range(lane, C, group):
+                v = load(x3, o, j, i, cache, mode)
+                if v >= m:
+                    ties += 1.0
+                else:
+                    rest += exp_diff(v, m, s_hi, s_lo)
     rest = group_reduce(rest, scratch, tid, group, warp, SUM)
     ties = group_reduce(ties, scratch, tid, group, warp, SUM)
-    return rest, ties
+    nans = group_reduce(nans, scratch, tid, group, warp, SUM)
+    return m, rest, ties, nans
 
 
 # --- kernels --------------------------------------------------------------------------------
 
 
-@cuda.jit
-def _softmax(x3, out3, s_hi, s_lo, neg_inf, log, group, warp):
-    # softmax:     y_j = exp((x_j - m)/T) / sum_k exp((x_k - m)/T)
-    # log_softmax: y_j = (x_j - m)/T - log1p(sum_{k != argmax} exp((x_k - m)/T))
-    # gradients: _softmax_backward
-    scratch = cuda.shared.array(MAX_THREADS, float64)
-    tid, lane, row = row_id(group)
-    inner = x3.shape[2]
-    valid = row < x3.shape[0] * inner
-    o = row // inner
-    i = row % inner
-    m, nans = row_range_max(x3, o, i, lane, group, valid, neg_inf, scratch, tid, warp)
-    finite = math.isfinite(m)
-    rest, ties = row_rest(x3, o, i, lane, group, valid and finite, m, s_hi, s_lo, scratch,
-                          tid, warp)
-    if valid:
-        if not finite:
-            for j in range(lane, x3.shape[1], group):
-                out3[o, j, i] = math.nan
-        elif log:
-            lse = math.log1p(rest + (ties - 1.0))
-            for j in range(lane, x3.shape[1], group):
-                out3[o, j, i] = (x3[o, j, i] - m) * s_hi - lse
-        else:
-            inv = 1.0 / (rest + ties)
-            for j in range(lane, x3.shape[1], group):
-                out3[o, j, i] = exp_diff(x3[o, j, i], m, s_hi, s_lo) * inv
+@functools.lru_cache(maxsize=None)
+def kernels(dtype):
+    """The row kernels for one dtype: the shared row cache is declared with it."""
+    nbtype = numba.from_dtype(np.dtype(dtype))
+
+    @cuda.jit
+    def softmax_rows(x3, out3, s_hi, s_lo, neg_inf, log, group, warp, mode):
+        # softmax:     y_j = exp((x_j - m)/T) / sum_k exp((x_k - m)/T)
+        # log_softmax: y_j = (x_j - m)/T - log1p(sum_{k != argmax} exp((x_k - m)/T))
+        # gradients: _softmax_backward
+        scratch = cuda.shared.array(MAX_THREADS, float64)
+        cache = cuda.shared.array(0, nbtype)
+        tid, lane, row = row_id(group)
+        inner = x3.shape[2]
+        valid = row < x3.shape[0] * inner
+        o = row // inner
+        i = row % inner
+        m, rest, ties, nans = row_stats(x3, o, i, lane, group, valid, s_hi, s_lo, neg_inf,
+                                        scratch, tid, warp, cache, mode)
+        if valid:
+            if nans > 0 or not math.isfinite(m):
+                for j in range(lane, x3.shape[1], group):
+                    out3[o, j, i] = math.nan
+            elif log:
+                lse = math.log1p(rest + (ties - 1.0))
+                for j in range(lane, x3.shape[1], group):
+                    out3[o, j, i] = (load(x3, o, j, i, cache, mode) - m) * s_hi - lse
+            else:
+                inv = 1.0 / (rest + ties)
+                for j in range(lane, x3.shape[1], group):
+                    v = load(x3, o, j, i, cache, mode)
+                    out3[o, j, i] = exp_diff(v, m, s_hi, s_lo) * inv
+
+    @cuda.jit
+    def logsumexp_rows(x3, out2, one, neg_inf, group, warp, mode):
+        # lse = m + log1p(sum_{k != argmax} exp(x_k - m));  gradient: softmax(x)
+        scratch = cuda.shared.array(MAX_THREADS, float64)
+        cache = cuda.shared.array(0, nbtype)
+        tid, lane, row = row_id(group)
+        inner = x3.shape[2]
+        valid = row < x3.shape[0] * inner
+        o = row // inner
+        i = row % inner
+        zero = one - one
+        m, rest, ties, nans = row_stats(x3, o, i, lane, group, valid, one, zero, neg_inf,
+                                        scratch, tid, warp, cache, mode)
+        if valid and lane == 0:
+            if nans > 0:
+                out2[o, i] = math.nan
+            elif math.isfinite(m):
+                out2[o, i] = m + math.log1p(rest + (ties - 1.0))
+            else:
+                out2[o, i] = m
+
+    return types.SimpleNamespace(softmax=softmax_rows, logsumexp=logsumexp_rows)
 
 
-@cuda.jit
-def _logsumexp(x3, out2, one, neg_inf, group, warp):
-    # lse = m + log1p(sum_{k != argmax} exp(x_k - m));  gradient: softmax(x)
-    scratch = cuda.shared.array(MAX_THREADS, float64)
-    tid, lane, row = row_id(group)
-    inner = x3.shape[2]
-    valid = row < x3.shape[0] * inner
-    o = row // inner
-    i = row % inner
-    m, nans = row_range_max(x3, o, i, lane, group, valid, neg_inf, scratch, tid, warp)
-    finite = math.isfinite(m)
-    zero = one - one
-    rest, ties = row_rest(x3, o, i, lane, group, valid and finite, m, one, zero, scratch, tid,
-                          warp)
-    if valid and lane == 0:
-        if finite:
-            out2[o, i] = m + math.log1p(rest + (ties - 1.0))
-        elif nans > 0:
-            out2[o, i] = math.nan
-        else:
-            out2[o, i] = m
+def row_mode(classes: int, itemsize: int, group: int):
+    """(mode, dynamic shared bytes) for a row of ``classes`` read by ``group`` threads."""
+    from . import SHARED_ROW_BYTES, WARP
+
+    if group <= WARP:
+        return GLOBAL, 0
+    if classes * itemsize <= SHARED_ROW_BYTES:
+        return CACHED, classes * itemsize
+    return ONLINE, 0
 
 
 @cuda.jit
@@ -244,9 +308,11 @@ def softmax(x3, s, out3=None, log=False):
     """exp((x - max) * s) / sum(...) over axis 1 of the device array x3."""
     out3 = _empty(x3.shape, x3.dtype, out3)
     blocks, threads, group = launch_config(x3.shape[0] * x3.shape[2], x3.shape[1])
+    mode, shared = row_mode(x3.shape[1], x3.dtype.itemsize, group)
     s_hi, s_lo = _inverse_temperature(s, x3.dtype)
     neg_inf = _typed(-np.inf, x3.dtype)
-    _softmax[blocks, threads](x3, out3, s_hi, s_lo, neg_inf, log, group, _warp(group))
+    kernels(x3.dtype).softmax[blocks, threads, 0, shared](x3, out3, s_hi, s_lo, neg_inf, log,
+                                                         group, _warp(group), mode)
     return out3
 
 
@@ -259,8 +325,10 @@ def logsumexp(x3, out2=None):
     """log(sum(exp(x))) over axis 1 of x3, into the (outer, inner) device array out2."""
     out2 = _empty((x3.shape[0], x3.shape[2]), x3.dtype, out2)
     blocks, threads, group = launch_config(x3.shape[0] * x3.shape[2], x3.shape[1])
+    mode, shared = row_mode(x3.shape[1], x3.dtype.itemsize, group)
     one = _typed(1.0, x3.dtype)
-    _logsumexp[blocks, threads](x3, out2, one, _typed(-np.inf, x3.dtype), group, _warp(group))
+    kernels(x3.dtype).logsumexp[blocks, threads, 0, shared](
+        x3, out2, one, _typed(-np.inf, x3.dtype), group, _warp(group), mode)
     return out2
 
 
