@@ -130,13 +130,16 @@ def _fresh_llvm(fn, *args):
 @pytest.mark.parametrize(
     "name, make_args",
     [
-        ("row_range", lambda x: (x,)),
-        ("row_exp_store", lambda x: (x, x.dtype.type(3), (1.0, 0.0), np.empty_like(x), False)),
-        ("row_exp_store", lambda x: (x, x.dtype.type(3), (1.0, 0.0), np.empty_like(x), True)),
-        ("row_sumexp", lambda x: (x, x.dtype.type(3), (1.0, 0.0), False)),
-        ("row_sumexp", lambda x: (x, x.dtype.type(3), (1.0, 0.0), True)),
-        ("row_sum", lambda x: (x,)),
-        ("row_dot", lambda x: (x, x)),
+        ("row_range", lambda x: (x, 0)),
+        ("row_exp_store", lambda x: (x, 0, x.dtype.type(3), (1.0, 0.0), np.empty_like(x), False)),
+        ("row_exp_store", lambda x: (x, 0, x.dtype.type(3), (1.0, 0.0), np.empty_like(x), True)),
+        ("row_sumexp", lambda x: (x, 0, x.dtype.type(3), (1.0, 0.0), False)),
+        ("row_sumexp", lambda x: (x, 0, x.dtype.type(3), (1.0, 0.0), True)),
+        ("row_sum", lambda x: (x, 0)),
+        ("row_dot", lambda x: (x, x, 0)),
+        ("lanes_exp", lambda x: (x.reshape(2, 10, 100), 0, np.uint64(0),
+                                 np.zeros(100, x.dtype), (1.0, 0.0), np.empty((1, 10, 100),
+                                                                             x.dtype), True)),
     ],
 )
 def test_hot_loops_vectorise(name, make_args):
@@ -148,8 +151,8 @@ def test_hot_loops_vectorise(name, make_args):
     if not features.get("avx2", False):
         pytest.skip("needs an AVX2 machine to look for 256-bit vectors")
     fn = getattr(_math, name)
-    ir32 = _fresh_llvm(fn, *make_args(np.ones(1000, np.float32)))
-    ir64 = _fresh_llvm(fn, *make_args(np.ones(1000, np.float64)))
+    ir32 = _fresh_llvm(fn, *make_args(np.ones((2, 1000), np.float32)))
+    ir64 = _fresh_llvm(fn, *make_args(np.ones((2, 1000), np.float64)))
     assert "<8 x float>" in ir32
     assert "<4 x double>" in ir64
     assert "call double @exp" not in ir64 and "call float @expf" not in ir32

@@ -39,7 +39,7 @@ import math
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import njit, types, uint64
 from numba.extending import intrinsic, overload
 
 __all__ = [
@@ -56,6 +56,7 @@ __all__ = [
     "lanes_rest",
     "lanes_sum",
     "lanes_sumexp",
+    "lane_block",
     "log1p_rest",
     "max_nan",
     "max_num",
@@ -389,119 +390,129 @@ def _near_ok_impl(m, low, s):
 
 
 # --- row primitives --------------------------------------------------------------------
-# A "row" is a 1-D C-contiguous view of the classes of one sample.  A loop that stores never
-# also reduces: with out aliasing x (in place) LLVM's vectorised loop may fall back to its
-# scalar version, which must give the same bits.  "Lanes" are the strided
-# layout: x3[o, :, i0:i0 + w] of a C-contiguous (outer, classes, inner) array, w samples side
-# by side; their loops run over the w contiguous lanes, so they vectorise too.
-# Only re-association, which lets sums vectorise; no contraction to fma (explicit fma only):
-# whether LLVM contracts depends on the code path it picks (vector body, scalar remainder,
-# the fallback taken when out aliases x), and results must not depend on that.
+# A "row" is row i of a C-contiguous 2-D array (samples, classes): the primitives take the
+# array and the index, never a view of the row.  A view in a loop body costs two atomic
+# updates of the parent array's reference count, and when two threads do that on the same
+# array the cache line bounces between the cores: a view per row (or per block of a row)
+# cost more than the arithmetic on short rows.  Inner loops start from 0 (or run over
+# b0 + jj with both provably >= 0), so numba's negative-index checks vanish and the loops
+# vectorise.
+#
+# "Lanes" are the strided layout: x3[o, :, i0:i0 + w] of a C-contiguous (outer, classes,
+# inner) array, w samples side by side.  The lane offset i0 and the lane index are
+# unsigned (uint64), again so that no negative-index check stands in the way; the loops run
+# over the w contiguous lanes and vectorise.
+#
+# A loop that stores never also reduces: with out aliasing x (in place) LLVM's vectorised
+# loop may fall back to its scalar version, which must give the same bits.  Only
+# re-association (which lets sums vectorise), no contraction to fma (explicit fma only):
+# whether LLVM contracts depends on the code path it picks, and results must not.
 _REDUCE = {"reassoc"}
 BLOCK = 256  # float32 partial sums run over at most BLOCK terms before going to float64
 
 
 @njit(fastmath=_REDUCE)
-def row_dot(a, b):
-    """sum_j a[j] * b[j] in float64 (float32 products summed in blocks)."""
+def row_dot(a2, b2, i):
+    """sum_j a2[i, j] * b2[i, j] in float64 (float32 products summed in blocks)."""
+    n = a2.shape[1]
     total = 0.0
-    for b0 in range(0, a.shape[0], BLOCK):
-        ab = a[b0 : b0 + BLOCK]
-        bb = b[b0 : b0 + BLOCK]
-        part = as_type_of(0.0, a)
-        for j in range(ab.shape[0]):
-            part += ab[j] * bb[j]
+    for b in range((n + BLOCK - 1) // BLOCK):
+        b0 = b * BLOCK
+        part = as_type_of(0.0, a2)
+        for jj in range(min(BLOCK, n - b0)):
+            part += a2[i, b0 + jj] * b2[i, b0 + jj]
         total += part
     return total
 
 
 @njit(fastmath=_REDUCE)
-def row_sum(a):
-    """sum_j a[j] in float64 (float32 terms summed in blocks)."""
+def row_sum(a2, i):
+    """sum_j a2[i, j] in float64 (float32 terms summed in blocks)."""
+    n = a2.shape[1]
     total = 0.0
-    for b0 in range(0, a.shape[0], BLOCK):
-        ab = a[b0 : b0 + BLOCK]
-        part = as_type_of(0.0, a)
-        for j in range(ab.shape[0]):
-            part += ab[j]
+    for b in range((n + BLOCK - 1) // BLOCK):
+        b0 = b * BLOCK
+        part = as_type_of(0.0, a2)
+        for jj in range(min(BLOCK, n - b0)):
+            part += a2[i, b0 + jj]
         total += part
     return total
 
 
 @njit(fastmath=_REDUCE)
-def row_range(x):
-    """(max(x), min(x)) over the elements that are not NaN, in one pass.
+def row_range(x2, i):
+    """(max, min) of row i over the elements that are not NaN, in one pass.
 
     A row holding NaN may still have a finite maximum: the NaN then reaches the results
     through the exponentials, which keep it (exp_sub, exp_near), and the sums, whose masks
     ``not (v >= m)`` let it in.  A row of NaN and -inf has maximum -inf; ``has_nan`` tells
     the two apart where it matters (logsumexp).
     """
-    m = as_type_of(-np.inf, x)
-    low = as_type_of(np.inf, x)
-    for j in range(x.shape[0]):
-        v = x[j]
+    m = as_type_of(-np.inf, x2)
+    low = as_type_of(np.inf, x2)
+    for j in range(x2.shape[1]):
+        v = x2[i, j]
         m = max_num(m, v)
         low = min_num(low, v)
     return m, low
 
 
 @njit
-def has_nan(x):
-    """True if the row holds a NaN (for the rare rows whose maximum is infinite)."""
-    for j in range(x.shape[0]):
-        if x[j] != x[j]:
+def has_nan(x1):
+    """True if the 1-D array holds a NaN (for the rare rows whose maximum is infinite)."""
+    for j in range(x1.shape[0]):
+        if x1[j] != x1[j]:
             return True
     return False
 
 
 @njit(fastmath=_REDUCE)
-def row_exp(x, m, s, out, near):
-    """out[j] = exp((x[j] - m) * s); out may be x itself.  ``near``: see near_ok."""
+def row_exp(x2, i, m, s, out2, near):
+    """out2[i, j] = exp((x2[i, j] - m) * s); out2 may be x2.  ``near``: see near_ok."""
     if near:
-        for j in range(x.shape[0]):
-            out[j] = exp_near(x[j], m)
+        for j in range(x2.shape[1]):
+            out2[i, j] = exp_near(x2[i, j], m)
     else:
-        for j in range(x.shape[0]):
-            out[j] = exp_sub(x[j], m, s)
+        for j in range(x2.shape[1]):
+            out2[i, j] = exp_sub(x2[i, j], m, s)
 
 
 @njit(fastmath=_REDUCE)
-def row_exp_store(x, m, s, out, near):
-    """row_exp, then sum_j out[j] in float64.
+def row_exp_store(x2, i, m, s, out2, near):
+    """row_exp, then sum_j out2[i, j] in float64.
 
-    The sum is a second loop over ``out`` (still in L1): a loop that stores and reduces
-    at once may run its scalar fallback when ``out`` is ``x`` (in place), which sums in
-    another order, and in-place results must equal the others bit for bit.
+    The sum is a second loop over the row of ``out2`` (still in L1): a loop that stores
+    and reduces at once may run its scalar fallback in place, which sums in another order.
     """
-    row_exp(x, m, s, out, near)
-    return row_sum(out)
+    row_exp(x2, i, m, s, out2, near)
+    return row_sum(out2, i)
 
 
 @njit(fastmath=_REDUCE)
-def row_sumexp(x, m, s, near):
-    """(rest, ties): sum of exp((x[j] - m) * s) over x[j] < m, and the count of x[j] == m.
+def row_sumexp(x2, i, m, s, near):
+    """(rest, ties): sum of exp((x - m) * s) over x < m (NaN included), count of x == m.
 
     Keeping the terms equal to 1 out of the sum lets log1p_rest form log(sum) without
     losing the small terms (log_softmax near probability 1, cross-entropy near 0).
     """
-    zero = as_type_of(0.0, x)
-    one = as_type_of(1.0, x)
+    n = x2.shape[1]
+    zero = as_type_of(0.0, x2)
+    one = as_type_of(1.0, x2)
     rest = 0.0
     ties = 0.0
-    for b0 in range(0, x.shape[0], BLOCK):
-        xb = x[b0 : b0 + BLOCK]
+    for b in range((n + BLOCK - 1) // BLOCK):
+        b0 = b * BLOCK
         part = zero
         count = zero
         if near:
-            for j in range(xb.shape[0]):
-                v = xb[j]
+            for jj in range(min(BLOCK, n - b0)):
+                v = x2[i, b0 + jj]
                 below = not (v >= m)  # NaN counts as a term, and makes the sum NaN
                 part += exp_near(v, m) if below else zero
                 count += zero if below else one
         else:
-            for j in range(xb.shape[0]):
-                v = xb[j]
+            for jj in range(min(BLOCK, n - b0)):
+                v = x2[i, b0 + jj]
                 below = not (v >= m)
                 part += exp_sub(v, m, s) if below else zero
                 count += zero if below else one
@@ -511,22 +522,23 @@ def row_sumexp(x, m, s, near):
 
 
 @njit(fastmath=_REDUCE)
-def row_rest(e):
-    """(rest, ties) as row_sumexp gives them, from stored e[j] = exp((x[j] - m) * s).
+def row_rest(e2, i):
+    """(rest, ties) as row_sumexp gives them, from stored e2[i, j] = exp((x - m) * s).
 
     The maximum gives exactly 1; a term that rounds to 1 without being maximal counts as
     a tie, an error below one ulp of a sum that is then at least 2.
     """
-    zero = as_type_of(0.0, e)
-    one = as_type_of(1.0, e)
+    n = e2.shape[1]
+    zero = as_type_of(0.0, e2)
+    one = as_type_of(1.0, e2)
     rest = 0.0
     ties = 0.0
-    for b0 in range(0, e.shape[0], BLOCK):
-        eb = e[b0 : b0 + BLOCK]
+    for b in range((n + BLOCK - 1) // BLOCK):
+        b0 = b * BLOCK
         part = zero
         count = zero
-        for j in range(eb.shape[0]):
-            v = eb[j]
+        for jj in range(min(BLOCK, n - b0)):
+            v = e2[i, b0 + jj]
             below = not (v >= one)  # a NaN term makes the sum NaN
             part += v if below else zero
             count += zero if below else one
@@ -542,27 +554,29 @@ def log1p_rest(rest, ties):
 
 
 @njit
-def row_lse(x, s):
-    """(m, L) with logsumexp(x * s) = m * s + L; m non-finite (NaN, +-inf) leaves L = 0."""
-    m, low = row_range(x)
+def row_lse(x2, i, s):
+    """(m, L) with logsumexp(row * s) = m * s + L; m non-finite (+-inf) leaves L = 0."""
+    m, low = row_range(x2, i)
     if not math.isfinite(m):
         return m, 0.0
-    rest, ties = row_sumexp(x, m, s, near_ok(m, low, s))
+    rest, ties = row_sumexp(x2, i, m, s, near_ok(m, low, s))
     return m, log1p_rest(rest, ties)
+
+
+# --- lane primitives (i0 and the lane index k are uint64; see above) ---------------------
 
 
 @njit(fastmath=_REDUCE)
 def lanes_range(x3, o, i0, m, low, s):
     """row_range for each lane (maxima into m, minima into low); returns near_ok for the
     whole block."""
-    w = m.shape[0]
+    w = uint64(m.shape[0])
     for k in range(w):
         m[k] = as_type_of(-np.inf, x3)
         low[k] = as_type_of(np.inf, x3)
     for j in range(x3.shape[1]):
-        xr = x3[o, j, i0 : i0 + w]
         for k in range(w):
-            v = xr[k]
+            v = x3[o, j, i0 + k]
             m[k] = max_num(m[k], v)
             low[k] = min_num(low[k], v)
     near = True
@@ -574,43 +588,37 @@ def lanes_range(x3, o, i0, m, low, s):
 @njit(fastmath=_REDUCE)
 def lanes_exp(x3, o, i0, m, s, out3, near):
     """out3[o, j, i0 + k] = exp((x3[o, j, i0 + k] - m[k]) * s); out3 may be x3."""
-    w = m.shape[0]
+    w = uint64(m.shape[0])
     for j in range(x3.shape[1]):
-        xr = x3[o, j, i0 : i0 + w]
-        outr = out3[o, j, i0 : i0 + w]
         if near:
             for k in range(w):
-                outr[k] = exp_near(xr[k], m[k])
+                out3[o, j, i0 + k] = exp_near(x3[o, j, i0 + k], m[k])
         else:
             for k in range(w):
-                outr[k] = exp_sub(xr[k], m[k], s)
+                out3[o, j, i0 + k] = exp_sub(x3[o, j, i0 + k], m[k], s)
 
 
 @njit(fastmath=_REDUCE)
 def lanes_exp_store(x3, o, i0, m, s, out3, total, near):
-    """out3[o, j, i0 + k] = exp((x - m[k]) * s); total[k] = sum over j (float64).
-
-    As in the row primitives, float32 terms are summed in float32 over BLOCK classes and
-    each block's sums are added in float64; the sums run in a loop of their own.
-    """
-    w = m.shape[0]
+    """lanes_exp, and total[k] = the lane's sum (float64; float32 terms summed in float32
+    over BLOCK classes, then added in float64), the sums in loops of their own."""
+    w = uint64(m.shape[0])
+    C = x3.shape[1]
     part = np.empty(w, x3.dtype)
     for k in range(w):
         total[k] = 0.0
-    for b0 in range(0, x3.shape[1], BLOCK):
+    for b in range((C + BLOCK - 1) // BLOCK):
         for k in range(w):
             part[k] = 0.0
-        for j in range(b0, min(b0 + BLOCK, x3.shape[1])):
-            xr = x3[o, j, i0 : i0 + w]
-            outr = out3[o, j, i0 : i0 + w]
+        for j in range(b * BLOCK, min(b * BLOCK + BLOCK, C)):
             if near:
                 for k in range(w):
-                    outr[k] = exp_near(xr[k], m[k])
+                    out3[o, j, i0 + k] = exp_near(x3[o, j, i0 + k], m[k])
             else:
                 for k in range(w):
-                    outr[k] = exp_sub(xr[k], m[k], s)
+                    out3[o, j, i0 + k] = exp_sub(x3[o, j, i0 + k], m[k], s)
             for k in range(w):
-                part[k] += outr[k]
+                part[k] += out3[o, j, i0 + k]
         for k in range(w):
             total[k] += part[k]
 
@@ -622,7 +630,8 @@ def lanes_sumexp(x3, o, i0, m, s, rest, ties, near):
     Each row of terms goes through a small scratch array: loops with one simple job each
     vectorise, where one loop updating two running sums under a condition does not.
     """
-    w = m.shape[0]
+    w = uint64(m.shape[0])
+    C = x3.shape[1]
     zero = as_type_of(0.0, x3)
     one = as_type_of(1.0, x3)
     part = np.empty(w, x3.dtype)
@@ -631,20 +640,19 @@ def lanes_sumexp(x3, o, i0, m, s, rest, ties, near):
     for k in range(w):
         rest[k] = 0.0
         ties[k] = 0.0
-    for b0 in range(0, x3.shape[1], BLOCK):
+    for b in range((C + BLOCK - 1) // BLOCK):
         for k in range(w):
             part[k] = zero
             count[k] = zero
-        for j in range(b0, min(b0 + BLOCK, x3.shape[1])):
-            xr = x3[o, j, i0 : i0 + w]
+        for j in range(b * BLOCK, min(b * BLOCK + BLOCK, C)):
             if near:
                 for k in range(w):
-                    terms[k] = exp_near(xr[k], m[k])
+                    terms[k] = exp_near(x3[o, j, i0 + k], m[k])
             else:
                 for k in range(w):
-                    terms[k] = exp_sub(xr[k], m[k], s)
+                    terms[k] = exp_sub(x3[o, j, i0 + k], m[k], s)
             for k in range(w):
-                below = not (xr[k] >= m[k])
+                below = not (x3[o, j, i0 + k] >= m[k])
                 part[k] += terms[k] if below else zero
                 count[k] += zero if below else one
         for k in range(w):
@@ -655,7 +663,8 @@ def lanes_sumexp(x3, o, i0, m, s, rest, ties, near):
 @njit(fastmath=_REDUCE)
 def lanes_rest(e3, o, i0, rest, ties):
     """row_rest for each of the w = len(rest) lanes of stored exponentials e3."""
-    w = rest.shape[0]
+    w = uint64(rest.shape[0])
+    C = e3.shape[1]
     zero = as_type_of(0.0, e3)
     one = as_type_of(1.0, e3)
     part = np.empty(w, e3.dtype)
@@ -663,14 +672,13 @@ def lanes_rest(e3, o, i0, rest, ties):
     for k in range(w):
         rest[k] = 0.0
         ties[k] = 0.0
-    for b0 in range(0, e3.shape[1], BLOCK):
+    for b in range((C + BLOCK - 1) // BLOCK):
         for k in range(w):
             part[k] = zero
             count[k] = zero
-        for j in range(b0, min(b0 + BLOCK, e3.shape[1])):
-            er = e3[o, j, i0 : i0 + w]
+        for j in range(b * BLOCK, min(b * BLOCK + BLOCK, C)):
             for k in range(w):
-                v = er[k]
+                v = e3[o, j, i0 + k]
                 below = not (v >= one)
                 part[k] += v if below else zero
                 count[k] += zero if below else one
@@ -682,23 +690,29 @@ def lanes_rest(e3, o, i0, rest, ties):
 @njit(fastmath=_REDUCE)
 def lanes_dot(a3, b3, o, i0, total):
     """total[k] = sum_j a3[o, j, i0 + k] * b3[o, j, i0 + k] in float64."""
-    w = total.shape[0]
+    w = uint64(total.shape[0])
     for k in range(w):
         total[k] = 0.0
     for j in range(a3.shape[1]):
-        ar = a3[o, j, i0 : i0 + w]
-        br = b3[o, j, i0 : i0 + w]
         for k in range(w):
-            total[k] += ar[k] * br[k]
+            total[k] += a3[o, j, i0 + k] * b3[o, j, i0 + k]
 
 
 @njit(fastmath=_REDUCE)
 def lanes_sum(a3, o, i0, total):
     """total[k] = sum_j a3[o, j, i0 + k] in float64."""
-    w = total.shape[0]
+    w = uint64(total.shape[0])
     for k in range(w):
         total[k] = 0.0
     for j in range(a3.shape[1]):
-        ar = a3[o, j, i0 : i0 + w]
         for k in range(w):
-            total[k] += ar[k]
+            total[k] += a3[o, j, i0 + k]
+
+
+@njit
+def lane_block(t, nb, width, inner):
+    """(o, i0, n) of lane task t: outer index, first lane (uint64) and lane count (uint64)."""
+    o = t // nb
+    i0 = uint64(t % nb) * uint64(width)
+    n = min(uint64(width), uint64(inner) - i0)
+    return o, i0, n

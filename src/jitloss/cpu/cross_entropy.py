@@ -40,6 +40,7 @@ from ._math import (
     _REDUCE,
     as_type_of,
     exp_sub,
+    lane_block,
     lanes_exp,
     lanes_range,
     lanes_rest,
@@ -116,129 +117,128 @@ def prob_loss_grad(x3, t3, w, eps, z, scale2, g3=None):
     return loss2, g3
 
 
-# --- per-row pieces ---------------------------------------------------------------------------
+# --- per-row pieces (row i of 2-D arrays; no views, see cpu/_math.py) ----------------------
 
 
 @njit(fastmath=_REDUCE)
-def _row_gap(x, m, w):
+def _row_gap(x2, i, m, w):
     """sum_c w_c (m - x_c) in float64 (the label-smoothing term; every term >= 0)."""
+    n = x2.shape[1]
     total = 0.0
-    for b0 in range(0, x.shape[0], BLOCK):
-        xb = x[b0 : b0 + BLOCK]
-        wb = w[b0 : b0 + BLOCK]
-        part = as_type_of(0.0, x)
-        for j in range(xb.shape[0]):
-            part += wb[j] * (m - xb[j])
+    for b in range((n + BLOCK - 1) // BLOCK):
+        b0 = b * BLOCK
+        part = as_type_of(0.0, x2)
+        for jj in range(min(BLOCK, n - b0)):
+            part += w[b0 + jj] * (m - x2[i, b0 + jj])
         total += part
     return total
 
 
 @njit(fastmath=_REDUCE)
-def _row_target_sums(x, t, w, m, k1, k0):
+def _row_target_sums(x2, t2, i, w, m, k1, k0):
     """(sum_c w_c t'_c, sum_c w_c t'_c (m - x_c)) with t' = k1 t + k0, in float64."""
+    n = x2.shape[1]
     mass = 0.0
     gap = 0.0
-    for b0 in range(0, x.shape[0], BLOCK):
-        xb = x[b0 : b0 + BLOCK]
-        tb = t[b0 : b0 + BLOCK]
-        wb = w[b0 : b0 + BLOCK]
-        pm = as_type_of(0.0, x)
-        pg = as_type_of(0.0, x)
-        for j in range(xb.shape[0]):
-            wt = wb[j] * (tb[j] * k1 + k0)
+    for b in range((n + BLOCK - 1) // BLOCK):
+        b0 = b * BLOCK
+        pm = as_type_of(0.0, x2)
+        pg = as_type_of(0.0, x2)
+        for jj in range(min(BLOCK, n - b0)):
+            wt = w[b0 + jj] * (t2[i, b0 + jj] * k1 + k0)
             pm += wt
-            pg += wt * (m - xb[j])
+            pg += wt * (m - x2[i, b0 + jj])
         mass += pm
         gap += pg
     return mass, gap
 
 
 @njit
-def _index_row(x, y, w, wsum, ignore, eps, z):
+def _index_row(x2, i, y, w, wsum, ignore, eps, z):
     if y == ignore:
         return 0.0
-    m, low = row_range(x)
+    m, low = row_range(x2, i)
     if not math.isfinite(m):
         return np.nan
-    rest, ties = row_sumexp(x, m, _ONE, near_ok(m, low, _ONE))
-    gap = _row_gap(x, m, w) if eps > 0 else 0.0
+    rest, ties = row_sumexp(x2, i, m, _ONE, near_ok(m, low, _ONE))
+    gap = _row_gap(x2, i, m, w) if eps > 0 else 0.0
     return formulas.index_loss(
-        np.float64(m), np.float64(x[y]), log1p_rest(rest, ties), np.float64(w[y]), wsum, gap,
-        eps, z, x.shape[0],
+        np.float64(m), np.float64(x2[i, y]), log1p_rest(rest, ties), np.float64(w[y]), wsum,
+        gap, eps, z, x2.shape[1],
     )
 
 
 @njit
-def _fill(g, value):
-    v = as_type_of(value, g)
-    for j in range(g.shape[0]):
-        g[j] = v
+def _fill(g2, i, value):
+    v = as_type_of(value, g2)
+    for j in range(g2.shape[1]):
+        g2[i, j] = v
 
 
 @njit
-def _index_grad_row(x, y, w, wsum, ignore, eps, z, scale, g):
-    C = x.shape[0]
+def _index_grad_row(x2, i, y, w, wsum, ignore, eps, z, scale, g2):
+    C = x2.shape[1]
     if y == ignore:
-        _fill(g, 0.0)
+        _fill(g2, i, 0.0)
         return 0.0
-    m, low = row_range(x)
+    m, low = row_range(x2, i)
     if not math.isfinite(m):
-        _fill(g, np.nan)
+        _fill(g2, i, np.nan)
         return np.nan
-    xy = np.float64(x[y])  # read before g (possibly x itself) is written
-    gap = _row_gap(x, m, w) if eps > 0 else 0.0
-    row_exp(x, m, _ONE, g, near_ok(m, low, _ONE))
-    rest, ties = row_rest(g)
+    xy = np.float64(x2[i, y])  # read before g2 (possibly x2 itself) is written
+    gap = _row_gap(x2, i, m, w) if eps > 0 else 0.0
+    row_exp(x2, i, m, _ONE, g2, near_ok(m, low, _ONE))
+    rest, ties = row_rest(g2, i)
     L = log1p_rest(rest, ties)
     wy = np.float64(w[y])
     loss = formulas.index_loss(np.float64(m), xy, L, wy, wsum, gap, eps, z, C)
     lse = np.float64(m) + L
     total = rest + ties
-    ey = np.float64(g[y])
-    a = as_type_of(scale * ((1.0 - eps) * wy + eps / C * wsum + 2.0 * z * lse) / total, g)
-    b = as_type_of(scale * eps / C, g)
+    ey = np.float64(g2[i, y])
+    a = as_type_of(scale * ((1.0 - eps) * wy + eps / C * wsum + 2.0 * z * lse) / total, g2)
+    b = as_type_of(scale * eps / C, g2)
     if eps > 0:
         for j in range(C):
-            g[j] = g[j] * a - b * w[j]
+            g2[i, j] = g2[i, j] * a - b * w[j]
     else:
         for j in range(C):
-            g[j] = g[j] * a
-    g[y] = formulas.target_entry(ey, rest, ties, scale, wy, wsum, eps, z, lse, C)
+            g2[i, j] = g2[i, j] * a
+    g2[i, y] = formulas.target_entry(ey, rest, ties, scale, wy, wsum, eps, z, lse, C)
     return loss
 
 
 @njit
-def _prob_row(x, t, w, eps, z):
-    m, low = row_range(x)
+def _prob_row(x2, t2, i, w, eps, z):
+    m, low = row_range(x2, i)
     if not math.isfinite(m):
         return np.nan
-    k1 = as_type_of(1.0 - eps, x)
-    k0 = as_type_of(eps / x.shape[0], x)
-    mass, gap = _row_target_sums(x, t, w, m, k1, k0)
-    rest, ties = row_sumexp(x, m, _ONE, near_ok(m, low, _ONE))
+    k1 = as_type_of(1.0 - eps, x2)
+    k0 = as_type_of(eps / x2.shape[1], x2)
+    mass, gap = _row_target_sums(x2, t2, i, w, m, k1, k0)
+    rest, ties = row_sumexp(x2, i, m, _ONE, near_ok(m, low, _ONE))
     L = log1p_rest(rest, ties)
     return formulas.prob_loss(gap, L, mass, z, np.float64(m) + L)
 
 
 @njit
-def _prob_grad_row(x, t, w, eps, z, scale, g):
-    C = x.shape[0]
-    m, low = row_range(x)
+def _prob_grad_row(x2, t2, i, w, eps, z, scale, g2):
+    C = x2.shape[1]
+    m, low = row_range(x2, i)
     if not math.isfinite(m):
-        _fill(g, np.nan)
+        _fill(g2, i, np.nan)
         return np.nan
-    k1 = as_type_of(1.0 - eps, x)
-    k0 = as_type_of(eps / C, x)
-    mass, gap = _row_target_sums(x, t, w, m, k1, k0)
-    row_exp(x, m, _ONE, g, near_ok(m, low, _ONE))
-    rest, ties = row_rest(g)
+    k1 = as_type_of(1.0 - eps, x2)
+    k0 = as_type_of(eps / C, x2)
+    mass, gap = _row_target_sums(x2, t2, i, w, m, k1, k0)
+    row_exp(x2, i, m, _ONE, g2, near_ok(m, low, _ONE))
+    rest, ties = row_rest(g2, i)
     L = log1p_rest(rest, ties)
     lse = np.float64(m) + L
-    a = as_type_of(scale * (mass + 2.0 * z * lse) / (rest + ties), g)
-    c1 = as_type_of(scale * (1.0 - eps), g)
-    c0 = as_type_of(scale * eps / C, g)
+    a = as_type_of(scale * (mass + 2.0 * z * lse) / (rest + ties), g2)
+    c1 = as_type_of(scale * (1.0 - eps), g2)
+    c0 = as_type_of(scale * eps / C, g2)
     for j in range(C):
-        g[j] = g[j] * a - w[j] * (t[j] * c1 + c0)
+        g2[i, j] = g2[i, j] * a - w[j] * (t2[i, j] * c1 + c0)
     return formulas.prob_loss(gap, L, mass, z, lse)
 
 
@@ -250,14 +250,14 @@ def _index_rows(x2, y1, w, wsum, ignore, eps, z, loss1):
     # loss_n = (1 - e) w_y (lse - x_y) + e/C sum_c w_c (lse - x_c) + s lse^2  (0 if ignored)
     # gradient: _index_grad_rows
     for i in prange(x2.shape[0]):
-        loss1[i] = _index_row(x2[i], y1[i], w, wsum, ignore, eps, z)
+        loss1[i] = _index_row(x2, i, y1[i], w, wsum, ignore, eps, z)
 
 
 @njit(cache=True)
 def _index_rows_serial(x2, y1, w, wsum, ignore, eps, z, loss1):
     # serial twin of _index_rows, for small inputs
     for i in range(x2.shape[0]):
-        loss1[i] = _index_row(x2[i], y1[i], w, wsum, ignore, eps, z)
+        loss1[i] = _index_row(x2, i, y1[i], w, wsum, ignore, eps, z)
 
 
 @njit(parallel=True, cache=True)
@@ -265,14 +265,14 @@ def _index_grad_rows(x2, y1, w, wsum, ignore, eps, z, scale1, loss1, g2):
     # loss_n as in _index_rows;
     # g_j = k [p_j ((1-e) w_y + e/C W + 2 s lse) - e/C w_j - (1-e) w_y [j == y]]
     for i in prange(x2.shape[0]):
-        loss1[i] = _index_grad_row(x2[i], y1[i], w, wsum, ignore, eps, z, scale1[i], g2[i])
+        loss1[i] = _index_grad_row(x2, i, y1[i], w, wsum, ignore, eps, z, scale1[i], g2)
 
 
 @njit(cache=True)
 def _index_grad_rows_serial(x2, y1, w, wsum, ignore, eps, z, scale1, loss1, g2):
     # serial twin of _index_grad_rows, for small inputs
     for i in range(x2.shape[0]):
-        loss1[i] = _index_grad_row(x2[i], y1[i], w, wsum, ignore, eps, z, scale1[i], g2[i])
+        loss1[i] = _index_grad_row(x2, i, y1[i], w, wsum, ignore, eps, z, scale1[i], g2)
 
 
 @njit(parallel=True, cache=True)
@@ -280,28 +280,28 @@ def _prob_rows(x2, t2, w, eps, z, loss1):
     # loss_n = sum_c w_c t'_c (lse - x_c) + s lse^2,  t' = (1 - e) t + e/C
     # gradient: _prob_grad_rows
     for i in prange(x2.shape[0]):
-        loss1[i] = _prob_row(x2[i], t2[i], w, eps, z)
+        loss1[i] = _prob_row(x2, t2, i, w, eps, z)
 
 
 @njit(cache=True)
 def _prob_rows_serial(x2, t2, w, eps, z, loss1):
     # serial twin of _prob_rows, for small inputs
     for i in range(x2.shape[0]):
-        loss1[i] = _prob_row(x2[i], t2[i], w, eps, z)
+        loss1[i] = _prob_row(x2, t2, i, w, eps, z)
 
 
 @njit(parallel=True, cache=True)
 def _prob_grad_rows(x2, t2, w, eps, z, scale1, loss1, g2):
     # loss_n as in _prob_rows;  g_j = k [p_j (sum_c w_c t'_c + 2 s lse) - w_j t'_j]
     for i in prange(x2.shape[0]):
-        loss1[i] = _prob_grad_row(x2[i], t2[i], w, eps, z, scale1[i], g2[i])
+        loss1[i] = _prob_grad_row(x2, t2, i, w, eps, z, scale1[i], g2)
 
 
 @njit(cache=True)
 def _prob_grad_rows_serial(x2, t2, w, eps, z, scale1, loss1, g2):
     # serial twin of _prob_grad_rows, for small inputs
     for i in range(x2.shape[0]):
-        loss1[i] = _prob_grad_row(x2[i], t2[i], w, eps, z, scale1[i], g2[i])
+        loss1[i] = _prob_grad_row(x2, t2, i, w, eps, z, scale1[i], g2)
 
 
 # --- lane pieces (classes strided) -------------------------------------------------------------
@@ -320,10 +320,9 @@ def _lanes_gap(x3, o, i0, m, w, gap):
         for k in range(n):
             part[k] = 0.0
         for j in range(b0, min(b0 + BLOCK, x3.shape[1])):
-            xr = x3[o, j, i0 : i0 + n]
             wj = w[j]
             for k in range(n):
-                part[k] += wj * (m[k] - xr[k])
+                part[k] += wj * (m[k] - x3[o, j, i0 + k])
         for k in range(n):
             gap[k] += part[k]
 
@@ -342,13 +341,11 @@ def _lanes_target_sums(x3, t3, o, i0, m, w, k1, k0, mass, gap):
             pm[k] = 0.0
             pg[k] = 0.0
         for j in range(b0, min(b0 + BLOCK, x3.shape[1])):
-            xr = x3[o, j, i0 : i0 + n]
-            tr = t3[o, j, i0 : i0 + n]
             wj = w[j]
             for k in range(n):
-                wt = wj * (tr[k] * k1 + k0)
+                wt = wj * (t3[o, j, i0 + k] * k1 + k0)
                 pm[k] += wt
-                pg[k] += wt * (m[k] - xr[k])
+                pg[k] += wt * (m[k] - x3[o, j, i0 + k])
         for k in range(n):
             mass[k] += pm[k]
             gap[k] += pg[k]
@@ -397,7 +394,6 @@ def _index_grad_lane_block(x3, y2, w, wsum, ignore, eps, z, scale2, loss2, g3, o
     lanes_rest(g3, o, i0, rest, ties)
     a = np.empty(n, g3.dtype)
     live = np.empty(n, np.bool_)
-    b = as_type_of(eps / C, g3)
     for k in range(n):
         y = y2[o, i0 + k]
         sc = scale2[o, i0 + k]
@@ -420,13 +416,14 @@ def _index_grad_lane_block(x3, y2, w, wsum, ignore, eps, z, scale2, loss2, g3, o
         y = y2[o, i0 + k]
         ey[k] = g3[o, y, i0 + k] if live[k] else 0.0
     zero = as_type_of(0.0, g3)
+    sb = np.empty(n, g3.dtype)
+    for k in range(n):
+        sb[k] = scale2[o, i0 + k] * eps / C
     for j in range(C):
-        gr = g3[o, j, i0 : i0 + n]
-        sr = scale2[o, i0 : i0 + n]
-        bw = b * w[j]
+        wj = w[j]
         for k in range(n):
-            v = gr[k] * a[k] - as_type_of(sr[k], g3) * bw
-            gr[k] = v if live[k] else zero
+            v = g3[o, j, i0 + k] * a[k] - sb[k] * wj
+            g3[o, j, i0 + k] = v if live[k] else zero
     for k in range(n):
         y = y2[o, i0 + k]
         if live[k] and math.isfinite(m[k]):
@@ -487,15 +484,13 @@ def _prob_grad_lane_block(x3, t3, w, eps, z, scale2, loss2, g3, o, i0, n):
             loss2[o, i0 + k] = formulas.prob_loss(gap[k], L, mass[k], z, lse)
             a[k] = sc * (mass[k] + 2.0 * z * lse) / (rest[k] + ties[k])
     for j in range(C):
-        gr = g3[o, j, i0 : i0 + n]
-        tr = t3[o, j, i0 : i0 + n]
         wj = w[j]
         for k in range(n):
-            gr[k] = gr[k] * a[k] - wj * (tr[k] * c1[k] + c0[k])
+            g3[o, j, i0 + k] = g3[o, j, i0 + k] * a[k] - wj * (t3[o, j, i0 + k] * c1[k] + c0[k])
 
 
 # --- lane kernels -----------------------------------------------------------------------------
-# Task t covers outer index t // nb and lanes [i0, i0 + n) with i0 = (t % nb) * width.
+# Task t covers outer index o and lanes [i0, i0 + n) (``lane_block``; i0 and n unsigned).
 
 
 @njit(parallel=True, cache=True)
@@ -503,9 +498,8 @@ def _index_lanes(x3, y2, w, wsum, ignore, eps, z, loss2, width):
     # loss as in _index_rows, class axis strided
     nb = (x3.shape[2] + width - 1) // width
     for t in prange(x3.shape[0] * nb):
-        i0 = (t % nb) * width
-        n = min(width, x3.shape[2] - i0)
-        _index_lane_block(x3, y2, w, wsum, ignore, eps, z, loss2, t // nb, i0, n)
+        o, i0, n = lane_block(t, nb, width, x3.shape[2])
+        _index_lane_block(x3, y2, w, wsum, ignore, eps, z, loss2, o, i0, n)
 
 
 @njit(cache=True)
@@ -513,9 +507,8 @@ def _index_lanes_serial(x3, y2, w, wsum, ignore, eps, z, loss2, width):
     # serial twin of _index_lanes, for small inputs
     nb = (x3.shape[2] + width - 1) // width
     for t in range(x3.shape[0] * nb):
-        i0 = (t % nb) * width
-        n = min(width, x3.shape[2] - i0)
-        _index_lane_block(x3, y2, w, wsum, ignore, eps, z, loss2, t // nb, i0, n)
+        o, i0, n = lane_block(t, nb, width, x3.shape[2])
+        _index_lane_block(x3, y2, w, wsum, ignore, eps, z, loss2, o, i0, n)
 
 
 @njit(parallel=True, cache=True)
@@ -523,9 +516,8 @@ def _index_grad_lanes(x3, y2, w, wsum, ignore, eps, z, scale2, loss2, g3, width)
     # loss and gradient as in _index_grad_rows, class axis strided
     nb = (x3.shape[2] + width - 1) // width
     for t in prange(x3.shape[0] * nb):
-        i0 = (t % nb) * width
-        n = min(width, x3.shape[2] - i0)
-        _index_grad_lane_block(x3, y2, w, wsum, ignore, eps, z, scale2, loss2, g3, t // nb, i0,
+        o, i0, n = lane_block(t, nb, width, x3.shape[2])
+        _index_grad_lane_block(x3, y2, w, wsum, ignore, eps, z, scale2, loss2, g3, o, i0,
                                n)
 
 
@@ -534,9 +526,8 @@ def _index_grad_lanes_serial(x3, y2, w, wsum, ignore, eps, z, scale2, loss2, g3,
     # serial twin of _index_grad_lanes, for small inputs
     nb = (x3.shape[2] + width - 1) // width
     for t in range(x3.shape[0] * nb):
-        i0 = (t % nb) * width
-        n = min(width, x3.shape[2] - i0)
-        _index_grad_lane_block(x3, y2, w, wsum, ignore, eps, z, scale2, loss2, g3, t // nb, i0,
+        o, i0, n = lane_block(t, nb, width, x3.shape[2])
+        _index_grad_lane_block(x3, y2, w, wsum, ignore, eps, z, scale2, loss2, g3, o, i0,
                                n)
 
 
@@ -545,8 +536,8 @@ def _prob_lanes(x3, t3, w, eps, z, loss2, width):
     # loss as in _prob_rows, class axis strided
     nb = (x3.shape[2] + width - 1) // width
     for t in prange(x3.shape[0] * nb):
-        i0 = (t % nb) * width
-        _prob_lane_block(x3, t3, w, eps, z, loss2, t // nb, i0, min(width, x3.shape[2] - i0))
+        o, i0, n = lane_block(t, nb, width, x3.shape[2])
+        _prob_lane_block(x3, t3, w, eps, z, loss2, o, i0, n)
 
 
 @njit(cache=True)
@@ -554,8 +545,8 @@ def _prob_lanes_serial(x3, t3, w, eps, z, loss2, width):
     # serial twin of _prob_lanes, for small inputs
     nb = (x3.shape[2] + width - 1) // width
     for t in range(x3.shape[0] * nb):
-        i0 = (t % nb) * width
-        _prob_lane_block(x3, t3, w, eps, z, loss2, t // nb, i0, min(width, x3.shape[2] - i0))
+        o, i0, n = lane_block(t, nb, width, x3.shape[2])
+        _prob_lane_block(x3, t3, w, eps, z, loss2, o, i0, n)
 
 
 @njit(parallel=True, cache=True)
@@ -563,9 +554,8 @@ def _prob_grad_lanes(x3, t3, w, eps, z, scale2, loss2, g3, width):
     # loss and gradient as in _prob_grad_rows, class axis strided
     nb = (x3.shape[2] + width - 1) // width
     for t in prange(x3.shape[0] * nb):
-        i0 = (t % nb) * width
-        n = min(width, x3.shape[2] - i0)
-        _prob_grad_lane_block(x3, t3, w, eps, z, scale2, loss2, g3, t // nb, i0, n)
+        o, i0, n = lane_block(t, nb, width, x3.shape[2])
+        _prob_grad_lane_block(x3, t3, w, eps, z, scale2, loss2, g3, o, i0, n)
 
 
 @njit(cache=True)
@@ -573,6 +563,5 @@ def _prob_grad_lanes_serial(x3, t3, w, eps, z, scale2, loss2, g3, width):
     # serial twin of _prob_grad_lanes, for small inputs
     nb = (x3.shape[2] + width - 1) // width
     for t in range(x3.shape[0] * nb):
-        i0 = (t % nb) * width
-        n = min(width, x3.shape[2] - i0)
-        _prob_grad_lane_block(x3, t3, w, eps, z, scale2, loss2, g3, t // nb, i0, n)
+        o, i0, n = lane_block(t, nb, width, x3.shape[2])
+        _prob_grad_lane_block(x3, t3, w, eps, z, scale2, loss2, g3, o, i0, n)

@@ -7,8 +7,8 @@
 * multiclass hinge (Crammer-Singer): loss = max_j (x_j + margin [j != y]) - x_y.
 
 Every kernel works on C-contiguous rows, one sample per row, parallel over rows with a
-serial twin for small inputs.  Optional per-row arrays (the pairs for "none", per-pair
-upstream gradients) come as (rows, 1) dummies when absent.  A row's loss goes to a float64 array the public layer
+serial twin for small inputs.  Optional arrays (the pairs for "none", per-pair upstream
+gradients) come as (1, 1) dummies when absent, never indexed then.  A row's loss goes to a float64 array the public layer
 reduces in a fixed order.  Loops that store never also reduce (see ``cpu/_math.py``), so
 results are the same bits in place (``grad_out=scores``) or not.  A hinge exactly at 0
 has subgradient 0; a NaN score makes its terms and their gradients NaN.
@@ -31,7 +31,7 @@ def max_margin(s2, margin, pairs2=None):
     """Per-row sums of the pair losses (float64, (B,)); the (B, N) pairs into pairs2."""
     loss1 = np.empty(s2.shape[0], np.float64)
     store = pairs2 is not None
-    pairs2 = pairs2 if store else np.empty((s2.shape[0], 1), s2.dtype)
+    pairs2 = pairs2 if store else np.empty((1, 1), s2.dtype)
     run(_max_margin_rows_serial, _max_margin_rows, s2.size, s2, margin, loss1, pairs2, store)
     return loss1
 
@@ -40,9 +40,9 @@ def max_margin_grad(s2, margin, k, dl2=None, pairs2=None, g2=None):
     """(per-row loss sums, gradient); the pair gradients scale by k, or by dl2 (B, N)."""
     loss1 = np.empty(s2.shape[0], np.float64)
     store = pairs2 is not None
-    pairs2 = pairs2 if store else np.empty((s2.shape[0], 1), s2.dtype)
+    pairs2 = pairs2 if store else np.empty((1, 1), s2.dtype)
     per_pair = dl2 is not None
-    dl2 = dl2 if per_pair else np.empty((s2.shape[0], 1), np.float64)
+    dl2 = dl2 if per_pair else np.empty((1, 1), np.float64)
     g2 = np.empty(s2.shape, s2.dtype) if g2 is None else g2
     args = (s2, margin, k, dl2, per_pair, loss1, pairs2, store, g2)
     run(_max_margin_grad_rows_serial, _max_margin_grad_rows, s2.size, *args)
@@ -80,36 +80,48 @@ def hinge_grad(x2, y1, margin, k1, g2=None):
     return loss1, g2
 
 
-# --- max-margin -----------------------------------------------------------------------------
+# --- max-margin (row i of 2-D arrays; no views, see cpu/_math.py) ----------------------------
 
 
 @njit(fastmath=_REDUCE)
-def _pair_sum(s, margin):
-    """(sum_j max(0, margin - s_0 + s_j), number of active pairs) over j >= 1, float64."""
-    top = margin - s[0]
-    neg = s[1:]
-    zero = as_type_of(0.0, s)
+def _pair_sum(s2, i, top):
+    """(sum_j max(0, top + s_ij), number of active pairs) over j >= 1, in float64."""
+    zero = as_type_of(0.0, s2)
     total = 0.0
     count = 0.0
-    for j in range(neg.shape[0]):
-        v = top + neg[j]
+    for j in range(1, s2.shape[1]):
+        v = top + s2[i, j]
         active = v > zero
         total += v if active or v != v else 0.0
         count += 1.0 if active else 0.0
     return total, count
 
 
+@njit(fastmath=_REDUCE)
+def _active_dot(s2, i, top, dl2):
+    """sum_j dl2[i, j - 1] over the active pairs j >= 1 (top + s_ij > 0), in float64."""
+    total = 0.0
+    zero = as_type_of(0.0, s2)
+    for j in range(1, s2.shape[1]):
+        v = top + s2[i, j]
+        total += dl2[i, j - 1] if v > zero else 0.0
+    return total
+
+
 @njit
-def _max_margin_row(s, margin, pairs, store):
-    m = as_type_of(margin, s)
+def _store_pairs(s2, i, top, pairs2):
+    zero = as_type_of(0.0, s2)
+    for j in range(1, s2.shape[1]):
+        v = top + s2[i, j]
+        pairs2[i, j - 1] = v if v > zero or v != v else zero
+
+
+@njit
+def _max_margin_row(s2, i, margin, pairs2, store):
+    top = as_type_of(margin, s2) - s2[i, 0]
     if store:
-        top = m - s[0]
-        neg = s[1:]
-        zero = as_type_of(0.0, s)
-        for j in range(neg.shape[0]):
-            v = top + neg[j]
-            pairs[j] = v if v > zero or v != v else zero
-    return _pair_sum(s, m)[0]
+        _store_pairs(s2, i, top, pairs2)
+    return _pair_sum(s2, i, top)[0]
 
 
 @njit(parallel=True, cache=True)
@@ -117,51 +129,35 @@ def _max_margin_rows(s2, margin, loss1, pairs2, store):
     # h_bj = max(0, margin - s_b0 + s_bj);  loss_b = sum_j h_bj
     # gradient: _max_margin_grad_rows
     for i in prange(s2.shape[0]):
-        loss1[i] = _max_margin_row(s2[i], margin, pairs2[i], store)
+        loss1[i] = _max_margin_row(s2, i, margin, pairs2, store)
 
 
 @njit(cache=True)
 def _max_margin_rows_serial(s2, margin, loss1, pairs2, store):
     # serial twin of _max_margin_rows, for small inputs
     for i in range(s2.shape[0]):
-        loss1[i] = _max_margin_row(s2[i], margin, pairs2[i], store)
+        loss1[i] = _max_margin_row(s2, i, margin, pairs2, store)
 
 
 @njit
-def _max_margin_grad_row(s, margin, k, dl, per_pair, pairs, store, g):
+def _max_margin_grad_row(s2, i, margin, k, dl2, per_pair, pairs2, store, g2):
     # d h_bj / d s_bj = [h_bj > 0],  d h_bj / d s_b0 = -[h_bj > 0]
-    m = as_type_of(margin, s)
-    s0 = s[0]  # read before g (possibly s itself) is written
-    top = m - s0
-    neg = s[1:]
-    zero = as_type_of(0.0, s)
-    total, count = _pair_sum(s, m)
-    dpos = 0.0
-    if per_pair:
-        dpos = _active_dot(top, neg, dl)
-    else:
-        dpos = k * count
-    gneg = g[1:]
+    top = as_type_of(margin, s2) - s2[i, 0]  # read before g2 (possibly s2 itself) is written
+    zero = as_type_of(0.0, s2)
+    total, count = _pair_sum(s2, i, top)
+    dpos = _active_dot(s2, i, top, dl2) if per_pair else k * count
     if store:
-        for j in range(neg.shape[0]):
-            v = top + neg[j]
-            pairs[j] = v if v > zero or v != v else zero
-    kk = as_type_of(k, s)
-    for j in range(neg.shape[0]):
-        v = top + neg[j]
-        d = as_type_of(dl[j], s) if per_pair else kk
-        gneg[j] = d if v > zero else (v if v != v else zero)
-    g[0] = -dpos if not math.isnan(total) else np.nan
-    return total
-
-
-@njit(fastmath=_REDUCE)
-def _active_dot(top, neg, dl):
-    total = 0.0
-    zero = as_type_of(0.0, neg)
-    for j in range(neg.shape[0]):
-        v = top + neg[j]
-        total += dl[j] if v > zero else 0.0
+        _store_pairs(s2, i, top, pairs2)
+    if per_pair:
+        for j in range(1, s2.shape[1]):
+            v = top + s2[i, j]
+            g2[i, j] = as_type_of(dl2[i, j - 1], s2) if v > zero else (v if v != v else zero)
+    else:
+        kk = as_type_of(k, s2)
+        for j in range(1, s2.shape[1]):
+            v = top + s2[i, j]
+            g2[i, j] = kk if v > zero else (v if v != v else zero)
+    g2[i, 0] = -dpos if not math.isnan(total) else np.nan
     return total
 
 
@@ -169,35 +165,33 @@ def _active_dot(top, neg, dl):
 def _max_margin_grad_rows(s2, margin, k, dl2, per_pair, loss1, pairs2, store, g2):
     # loss as in _max_margin_rows;  g_bj = k_bj [h_bj > 0],  g_b0 = -sum_j k_bj [h_bj > 0]
     for i in prange(s2.shape[0]):
-        loss1[i] = _max_margin_grad_row(s2[i], margin, k, dl2[i], per_pair, pairs2[i], store,
-                                        g2[i])
+        loss1[i] = _max_margin_grad_row(s2, i, margin, k, dl2, per_pair, pairs2, store, g2)
 
 
 @njit(cache=True)
 def _max_margin_grad_rows_serial(s2, margin, k, dl2, per_pair, loss1, pairs2, store, g2):
     # serial twin of _max_margin_grad_rows, for small inputs
     for i in range(s2.shape[0]):
-        loss1[i] = _max_margin_grad_row(s2[i], margin, k, dl2[i], per_pair, pairs2[i], store,
-                                        g2[i])
+        loss1[i] = _max_margin_grad_row(s2, i, margin, k, dl2, per_pair, pairs2, store, g2)
 
 
 # --- multi-margin (Weston-Watkins, PyTorch's multi_margin_loss) ---------------------------------
 
 
 @njit(fastmath=_REDUCE)
-def _multi_margin_sums(x, y, p, margin):
+def _multi_margin_sums(x2, i, y, p, margin):
     """(sum z_j^p, sum z_j^(p-1)) over j != y with z_j = margin - x_y + x_j > 0.
 
     The first is the loss before weight and 1/C; the second is what the target's gradient
     sums (1 for p = 1, z for p = 2).  NaN scores give NaN.
     """
-    top = as_type_of(margin, x) - x[y]
-    zero = as_type_of(0.0, x)
-    one = as_type_of(1.0, x)
+    top = as_type_of(margin, x2) - x2[i, y]
+    zero = as_type_of(0.0, x2)
+    one = as_type_of(1.0, x2)
     total = 0.0
     slope = 0.0
-    for j in range(x.shape[0]):
-        z = top + x[j]
+    for j in range(x2.shape[1]):
+        z = top + x2[i, j]
         on = (z > zero or z != z) and j != y
         total += (z if p == 1 else z * z) if on else zero
         slope += (one if p == 1 else z) if on else zero
@@ -205,9 +199,9 @@ def _multi_margin_sums(x, y, p, margin):
 
 
 @njit
-def _multi_margin_row(x, y, w, p, margin):
-    total, _ = _multi_margin_sums(x, y, p, margin)
-    return np.float64(w[y]) * total / x.shape[0]
+def _multi_margin_row(x2, i, y, w, p, margin):
+    total, _ = _multi_margin_sums(x2, i, y, p, margin)
+    return np.float64(w[y]) * total / x2.shape[1]
 
 
 @njit(parallel=True, cache=True)
@@ -215,34 +209,34 @@ def _multi_margin_rows(x2, y1, w, p, margin, loss1):
     # loss = w_y / C sum_{j != y} max(0, margin - x_y + x_j)^p
     # gradient: _multi_margin_grad_rows
     for i in prange(x2.shape[0]):
-        loss1[i] = _multi_margin_row(x2[i], y1[i], w, p, margin)
+        loss1[i] = _multi_margin_row(x2, i, y1[i], w, p, margin)
 
 
 @njit(cache=True)
 def _multi_margin_rows_serial(x2, y1, w, p, margin, loss1):
     # serial twin of _multi_margin_rows, for small inputs
     for i in range(x2.shape[0]):
-        loss1[i] = _multi_margin_row(x2[i], y1[i], w, p, margin)
+        loss1[i] = _multi_margin_row(x2, i, y1[i], w, p, margin)
 
 
 @njit
-def _multi_margin_grad_row(x, y, w, p, margin, k, g):
+def _multi_margin_grad_row(x2, i, y, w, p, margin, k, g2):
     # g_j = k w_y / C * (1 or 2 z_j) [z_j > 0] for j != y;  g_y = -sum_{j != y} g_j
-    C = x.shape[0]
-    xy = x[y]  # read before g (possibly x itself) is written
-    total, slope = _multi_margin_sums(x, y, p, margin)
+    C = x2.shape[1]
+    xy = x2[i, y]  # read before g (possibly x itself) is written
+    total, slope = _multi_margin_sums(x2, i, y, p, margin)
     c = k * np.float64(w[y]) / C
-    top = as_type_of(margin, x) - xy
-    zero = as_type_of(0.0, x)
-    cc = as_type_of(c, x)
-    c2 = as_type_of(2.0 * c, x)
+    top = as_type_of(margin, x2) - xy
+    zero = as_type_of(0.0, x2)
+    cc = as_type_of(c, x2)
+    c2 = as_type_of(2.0 * c, x2)
     for j in range(C):
-        z = top + x[j]
+        z = top + x2[i, j]
         if p == 1:
-            g[j] = cc if z > zero else (z if z != z else zero)
+            g2[i, j] = cc if z > zero else (z if z != z else zero)
         else:
-            g[j] = c2 * z if z > zero else (z if z != z else zero)
-    g[y] = -c * slope * (1.0 if p == 1 else 2.0)
+            g2[i, j] = c2 * z if z > zero else (z if z != z else zero)
+    g2[i, y] = -c * slope * (1.0 if p == 1 else 2.0)
     return np.float64(w[y]) * total / C
 
 
@@ -250,34 +244,34 @@ def _multi_margin_grad_row(x, y, w, p, margin, k, g):
 def _multi_margin_grad_rows(x2, y1, w, p, margin, k1, loss1, g2):
     # loss as in _multi_margin_rows;  g_j = k w_y/C (1 or 2 z_j)[z_j > 0], g_y = -sum_j g_j
     for i in prange(x2.shape[0]):
-        loss1[i] = _multi_margin_grad_row(x2[i], y1[i], w, p, margin, k1[i], g2[i])
+        loss1[i] = _multi_margin_grad_row(x2, i, y1[i], w, p, margin, k1[i], g2)
 
 
 @njit(cache=True)
 def _multi_margin_grad_rows_serial(x2, y1, w, p, margin, k1, loss1, g2):
     # serial twin of _multi_margin_grad_rows, for small inputs
     for i in range(x2.shape[0]):
-        loss1[i] = _multi_margin_grad_row(x2[i], y1[i], w, p, margin, k1[i], g2[i])
+        loss1[i] = _multi_margin_grad_row(x2, i, y1[i], w, p, margin, k1[i], g2)
 
 
 # --- multiclass hinge (Crammer-Singer) --------------------------------------------------------
 
 
 @njit(fastmath=_REDUCE)
-def _augmented_max(x, y, margin):
+def _augmented_max(x2, i, y, margin):
     """max_{j != y} (x_j + margin), NaN if any score is NaN; -inf for a single class."""
-    m = as_type_of(margin, x)
-    low = as_type_of(-np.inf, x)
+    m = as_type_of(margin, x2)
+    low = as_type_of(-np.inf, x2)
     best = low
-    for j in range(x.shape[0]):
-        best = max_nan(best, x[j] + m if j != y else low)
-    return best if not math.isnan(x[y]) else x[y]
+    for j in range(x2.shape[1]):
+        best = max_nan(best, x2[i, j] + m if j != y else low)
+    return best if not math.isnan(x2[i, y]) else x2[i, y]
 
 
 @njit
-def _hinge_row(x, y, margin):
-    best = _augmented_max(x, y, margin)
-    xy = np.float64(x[y])
+def _hinge_row(x2, i, y, margin):
+    best = _augmented_max(x2, i, y, margin)
+    xy = np.float64(x2[i, y])
     if math.isnan(best) or math.isnan(xy):
         return np.nan
     return max(np.float64(best), xy) - xy
@@ -288,38 +282,38 @@ def _hinge_rows(x2, y1, margin, loss1):
     # loss = max_j (x_j + margin [j != y]) - x_y
     # gradient: _hinge_grad_rows
     for i in prange(x2.shape[0]):
-        loss1[i] = _hinge_row(x2[i], y1[i], margin)
+        loss1[i] = _hinge_row(x2, i, y1[i], margin)
 
 
 @njit(cache=True)
 def _hinge_rows_serial(x2, y1, margin, loss1):
     # serial twin of _hinge_rows, for small inputs
     for i in range(x2.shape[0]):
-        loss1[i] = _hinge_row(x2[i], y1[i], margin)
+        loss1[i] = _hinge_row(x2, i, y1[i], margin)
 
 
 @njit
-def _hinge_grad_row(x, y, margin, k, g):
+def _hinge_grad_row(x2, i, y, margin, k, g2):
     # g = k (e_j* - e_y) with j* the first j != y attaining the maximum, if it beats x_y
-    C = x.shape[0]
-    best = _augmented_max(x, y, margin)
-    xy = np.float64(x[y])
-    m = as_type_of(margin, x)
+    C = x2.shape[1]
+    best = _augmented_max(x2, i, y, margin)
+    xy = np.float64(x2[i, y])
+    m = as_type_of(margin, x2)
     if math.isnan(best) or math.isnan(xy):
         for j in range(C):
-            g[j] = np.nan
+            g2[i, j] = np.nan
         return np.nan
     star = -1
     if np.float64(best) > xy:
         for j in range(C):
-            if j != y and x[j] + m == best:
+            if j != y and x2[i, j] + m == best:
                 star = j
                 break
     for j in range(C):
-        g[j] = 0.0
+        g2[i, j] = 0.0
     if star >= 0:
-        g[star] = as_type_of(k, g)
-        g[y] = -as_type_of(k, g)
+        g2[i, star] = as_type_of(k, g2)
+        g2[i, y] = -as_type_of(k, g2)
     return max(np.float64(best), xy) - xy
 
 
@@ -327,11 +321,11 @@ def _hinge_grad_row(x, y, margin, k, g):
 def _hinge_grad_rows(x2, y1, margin, k1, loss1, g2):
     # loss as in _hinge_rows;  g = k (e_j* - e_y) when max_{j != y} (x_j + margin) > x_y
     for i in prange(x2.shape[0]):
-        loss1[i] = _hinge_grad_row(x2[i], y1[i], margin, k1[i], g2[i])
+        loss1[i] = _hinge_grad_row(x2, i, y1[i], margin, k1[i], g2)
 
 
 @njit(cache=True)
 def _hinge_grad_rows_serial(x2, y1, margin, k1, loss1, g2):
     # serial twin of _hinge_grad_rows, for small inputs
     for i in range(x2.shape[0]):
-        loss1[i] = _hinge_grad_row(x2[i], y1[i], margin, k1[i], g2[i])
+        loss1[i] = _hinge_grad_row(x2, i, y1[i], margin, k1[i], g2)

@@ -22,6 +22,7 @@ from ._math import (
     exp,
     exp_sub,
     has_nan,
+    lane_block,
     lanes_dot,
     lanes_exp_store,
     lanes_range,
@@ -128,15 +129,15 @@ def log_softmax_backward(logp3, dy3, s, out3=None):
 
 
 @njit
-def _softmax_row(x, out, s):
-    m, low = row_range(x)
+def _softmax_row(x2, out2, i, s):
+    m, low = row_range(x2, i)
     if math.isfinite(m):
-        inv = as_type_of(1.0 / row_exp_store(x, m, s, out, near_ok(m, low, s)), x)
-        for j in range(x.shape[0]):
-            out[j] *= inv
-    else:  # NaN in the row, +inf, or all -inf
-        for j in range(x.shape[0]):
-            out[j] = np.nan
+        inv = as_type_of(1.0 / row_exp_store(x2, i, m, s, out2, near_ok(m, low, s)), x2)
+        for j in range(x2.shape[1]):
+            out2[i, j] *= inv
+    else:  # +inf, or all -inf (a NaN below a finite maximum arrives through the sum)
+        for j in range(x2.shape[1]):
+            out2[i, j] = np.nan
 
 
 @njit(parallel=True, cache=True)
@@ -144,27 +145,27 @@ def _softmax_rows(x2, out2, s):
     # y_j = exp((x_j - m) s) / sum_k exp((x_k - m) s),  m = max_k x_k,  s = 1 / T
     # gradient: dx = y * (dy - sum(dy * y)) * s  (_softmax_backward_rows)
     for i in prange(x2.shape[0]):
-        _softmax_row(x2[i], out2[i], s)
+        _softmax_row(x2, out2, i, s)
 
 
 @njit(cache=True)
 def _softmax_rows_serial(x2, out2, s):
     # serial twin of _softmax_rows, for small inputs
     for i in range(x2.shape[0]):
-        _softmax_row(x2[i], out2[i], s)
+        _softmax_row(x2, out2, i, s)
 
 
 @njit
-def _log_softmax_row(x, out, s):
-    m, lse = row_lse(x, s)
+def _log_softmax_row(x2, out2, i, s):
+    m, lse = row_lse(x2, i, s)
     if math.isfinite(m):
-        sm = as_type_of(s[0], x)
-        lsm = as_type_of(lse, x)
-        for j in range(x.shape[0]):
-            out[j] = (x[j] - m) * sm - lsm
+        sm = as_type_of(s[0], x2)
+        lsm = as_type_of(lse, x2)
+        for j in range(x2.shape[1]):
+            out2[i, j] = (x2[i, j] - m) * sm - lsm
     else:
-        for j in range(x.shape[0]):
-            out[j] = np.nan
+        for j in range(x2.shape[1]):
+            out2[i, j] = np.nan
 
 
 @njit(parallel=True, cache=True)
@@ -172,22 +173,22 @@ def _log_softmax_rows(x2, out2, s):
     # y_j = (x_j - m) s - log1p(sum_{k != argmax} exp((x_k - m) s)),  m = max_k x_k
     # gradient: dx = (dy - exp(y) * sum(dy)) * s  (_log_softmax_backward_rows)
     for i in prange(x2.shape[0]):
-        _log_softmax_row(x2[i], out2[i], s)
+        _log_softmax_row(x2, out2, i, s)
 
 
 @njit(cache=True)
 def _log_softmax_rows_serial(x2, out2, s):
     # serial twin of _log_softmax_rows, for small inputs
     for i in range(x2.shape[0]):
-        _log_softmax_row(x2[i], out2[i], s)
+        _log_softmax_row(x2, out2, i, s)
 
 
 @njit
-def _lse_row(x):
-    m, lse = row_lse(x, (1.0, 0.0))
+def _lse_row(x2, i):
+    m, lse = row_lse(x2, i, (1.0, 0.0))
     if math.isfinite(m):
         return m + lse  # NaN if the row holds one
-    return np.nan if has_nan(x) else m  # +inf, or -inf for all -inf (or empty)
+    return np.nan if has_nan(x2[i]) else m  # +inf, or -inf for all -inf (or empty)
 
 
 @njit(parallel=True, cache=True)
@@ -195,22 +196,22 @@ def _logsumexp_rows(x2, out1):
     # lse = m + log1p(sum_{k != argmax} exp(x_k - m)),  m = max_k x_k
     # gradient: d lse / dx = softmax(x)
     for i in prange(x2.shape[0]):
-        out1[i] = _lse_row(x2[i])
+        out1[i] = _lse_row(x2, i)
 
 
 @njit(cache=True)
 def _logsumexp_rows_serial(x2, out1):
     # serial twin of _logsumexp_rows, for small inputs
     for i in range(x2.shape[0]):
-        out1[i] = _lse_row(x2[i])
+        out1[i] = _lse_row(x2, i)
 
 
 @njit
-def _softmax_backward_row(y, dy, out, s):
-    dot = as_type_of(row_dot(dy, y), y)
-    sm = as_type_of(s[0], y)
-    for j in range(y.shape[0]):
-        out[j] = y[j] * (dy[j] - dot) * sm
+def _softmax_backward_row(y2, dy2, out2, i, s):
+    dot = as_type_of(row_dot(dy2, y2, i), y2)
+    sm = as_type_of(s[0], y2)
+    for j in range(y2.shape[1]):
+        out2[i, j] = y2[i, j] * (dy2[i, j] - dot) * sm
 
 
 @njit(parallel=True, cache=True)
@@ -218,22 +219,22 @@ def _softmax_backward_rows(y2, dy2, out2, s):
     # y = softmax(x s):  dx_j = y_j (dy_j - sum_k dy_k y_k) s
     # (the vector-Jacobian product of softmax; linear in dy)
     for i in prange(y2.shape[0]):
-        _softmax_backward_row(y2[i], dy2[i], out2[i], s)
+        _softmax_backward_row(y2, dy2, out2, i, s)
 
 
 @njit(cache=True)
 def _softmax_backward_rows_serial(y2, dy2, out2, s):
     # serial twin of _softmax_backward_rows, for small inputs
     for i in range(y2.shape[0]):
-        _softmax_backward_row(y2[i], dy2[i], out2[i], s)
+        _softmax_backward_row(y2, dy2, out2, i, s)
 
 
 @njit
-def _log_softmax_backward_row(logp, dy, out, s):
-    total = as_type_of(row_sum(dy), logp)
-    sm = as_type_of(s[0], logp)
-    for j in range(logp.shape[0]):
-        out[j] = (dy[j] - exp(logp[j]) * total) * sm
+def _log_softmax_backward_row(logp2, dy2, out2, i, s):
+    total = as_type_of(row_sum(dy2, i), logp2)
+    sm = as_type_of(s[0], logp2)
+    for j in range(logp2.shape[1]):
+        out2[i, j] = (dy2[i, j] - exp(logp2[i, j]) * total) * sm
 
 
 @njit(parallel=True, cache=True)
@@ -241,18 +242,18 @@ def _log_softmax_backward_rows(logp2, dy2, out2, s):
     # logp = log_softmax(x s):  dx_j = (dy_j - exp(logp_j) sum_k dy_k) s
     # (the vector-Jacobian product of log_softmax; linear in dy)
     for i in prange(logp2.shape[0]):
-        _log_softmax_backward_row(logp2[i], dy2[i], out2[i], s)
+        _log_softmax_backward_row(logp2, dy2, out2, i, s)
 
 
 @njit(cache=True)
 def _log_softmax_backward_rows_serial(logp2, dy2, out2, s):
     # serial twin of _log_softmax_backward_rows, for small inputs
     for i in range(logp2.shape[0]):
-        _log_softmax_backward_row(logp2[i], dy2[i], out2[i], s)
+        _log_softmax_backward_row(logp2, dy2, out2, i, s)
 
 
 # --- lane kernels (classes strided, inner contiguous) ---------------------------------------
-# Task t covers outer index t // nb and lanes [i0, i0 + w) with i0 = (t % nb) * width.
+# Task t covers outer index o and lanes [i0, i0 + w) (``lane_block``; i0 and w unsigned).
 
 
 @njit
@@ -265,9 +266,8 @@ def _softmax_lane_block(x3, out3, s, o, i0, w):
     for k in range(w):
         inv[k] = 1.0 / total[k] if math.isfinite(m[k]) else np.nan
     for j in range(x3.shape[1]):
-        outr = out3[o, j, i0 : i0 + w]
         for k in range(w):
-            outr[k] *= inv[k]
+            out3[o, j, i0 + k] *= inv[k]
 
 
 @njit(parallel=True, cache=True)
@@ -276,8 +276,8 @@ def _softmax_lanes(x3, out3, s, width):
     # gradient: dx = y * (dy - sum(dy * y)) * s  (_softmax_backward_lanes)
     nb = (x3.shape[2] + width - 1) // width
     for t in prange(x3.shape[0] * nb):
-        i0 = (t % nb) * width
-        _softmax_lane_block(x3, out3, s, t // nb, i0, min(width, x3.shape[2] - i0))
+        o, i0, n = lane_block(t, nb, width, x3.shape[2])
+        _softmax_lane_block(x3, out3, s, o, i0, n)
 
 
 @njit(cache=True)
@@ -285,8 +285,8 @@ def _softmax_lanes_serial(x3, out3, s, width):
     # serial twin of _softmax_lanes, for small inputs
     nb = (x3.shape[2] + width - 1) // width
     for t in range(x3.shape[0] * nb):
-        i0 = (t % nb) * width
-        _softmax_lane_block(x3, out3, s, t // nb, i0, min(width, x3.shape[2] - i0))
+        o, i0, n = lane_block(t, nb, width, x3.shape[2])
+        _softmax_lane_block(x3, out3, s, o, i0, n)
 
 
 @njit
@@ -310,10 +310,8 @@ def _log_softmax_lane_block(x3, out3, s, o, i0, w):
     for k in range(w):
         lsm[k] = lse[k] if math.isfinite(m[k]) else np.nan
     for j in range(x3.shape[1]):
-        xr = x3[o, j, i0 : i0 + w]
-        outr = out3[o, j, i0 : i0 + w]
         for k in range(w):
-            outr[k] = (xr[k] - m[k]) * sm - lsm[k]
+            out3[o, j, i0 + k] = (x3[o, j, i0 + k] - m[k]) * sm - lsm[k]
 
 
 @njit(parallel=True, cache=True)
@@ -322,8 +320,8 @@ def _log_softmax_lanes(x3, out3, s, width):
     # gradient: dx = (dy - exp(y) * sum(dy)) * s  (_log_softmax_backward_lanes)
     nb = (x3.shape[2] + width - 1) // width
     for t in prange(x3.shape[0] * nb):
-        i0 = (t % nb) * width
-        _log_softmax_lane_block(x3, out3, s, t // nb, i0, min(width, x3.shape[2] - i0))
+        o, i0, n = lane_block(t, nb, width, x3.shape[2])
+        _log_softmax_lane_block(x3, out3, s, o, i0, n)
 
 
 @njit(cache=True)
@@ -331,8 +329,8 @@ def _log_softmax_lanes_serial(x3, out3, s, width):
     # serial twin of _log_softmax_lanes, for small inputs
     nb = (x3.shape[2] + width - 1) // width
     for t in range(x3.shape[0] * nb):
-        i0 = (t % nb) * width
-        _log_softmax_lane_block(x3, out3, s, t // nb, i0, min(width, x3.shape[2] - i0))
+        o, i0, n = lane_block(t, nb, width, x3.shape[2])
+        _log_softmax_lane_block(x3, out3, s, o, i0, n)
 
 
 @njit
@@ -353,8 +351,8 @@ def _logsumexp_lanes(x3, out2, width):
     # gradient: d lse / dx = softmax(x)
     nb = (x3.shape[2] + width - 1) // width
     for t in prange(x3.shape[0] * nb):
-        i0 = (t % nb) * width
-        _logsumexp_lane_block(x3, out2, t // nb, i0, min(width, x3.shape[2] - i0))
+        o, i0, n = lane_block(t, nb, width, x3.shape[2])
+        _logsumexp_lane_block(x3, out2, o, i0, n)
 
 
 @njit(cache=True)
@@ -362,8 +360,8 @@ def _logsumexp_lanes_serial(x3, out2, width):
     # serial twin of _logsumexp_lanes, for small inputs
     nb = (x3.shape[2] + width - 1) // width
     for t in range(x3.shape[0] * nb):
-        i0 = (t % nb) * width
-        _logsumexp_lane_block(x3, out2, t // nb, i0, min(width, x3.shape[2] - i0))
+        o, i0, n = lane_block(t, nb, width, x3.shape[2])
+        _logsumexp_lane_block(x3, out2, o, i0, n)
 
 
 @njit
@@ -375,11 +373,8 @@ def _softmax_backward_lane_block(y3, dy3, out3, s, o, i0, w):
         d[k] = dot[k]
     sm = as_type_of(s[0], y3)
     for j in range(y3.shape[1]):
-        yr = y3[o, j, i0 : i0 + w]
-        dyr = dy3[o, j, i0 : i0 + w]
-        outr = out3[o, j, i0 : i0 + w]
         for k in range(w):
-            outr[k] = yr[k] * (dyr[k] - d[k]) * sm
+            out3[o, j, i0 + k] = y3[o, j, i0 + k] * (dy3[o, j, i0 + k] - d[k]) * sm
 
 
 @njit(parallel=True, cache=True)
@@ -388,10 +383,8 @@ def _softmax_backward_lanes(y3, dy3, out3, s, width):
     # (the vector-Jacobian product of softmax; linear in dy)
     nb = (y3.shape[2] + width - 1) // width
     for t in prange(y3.shape[0] * nb):
-        i0 = (t % nb) * width
-        _softmax_backward_lane_block(
-            y3, dy3, out3, s, t // nb, i0, min(width, y3.shape[2] - i0)
-        )
+        o, i0, n = lane_block(t, nb, width, y3.shape[2])
+        _softmax_backward_lane_block(y3, dy3, out3, s, o, i0, n)
 
 
 @njit(cache=True)
@@ -399,10 +392,8 @@ def _softmax_backward_lanes_serial(y3, dy3, out3, s, width):
     # serial twin of _softmax_backward_lanes, for small inputs
     nb = (y3.shape[2] + width - 1) // width
     for t in range(y3.shape[0] * nb):
-        i0 = (t % nb) * width
-        _softmax_backward_lane_block(
-            y3, dy3, out3, s, t // nb, i0, min(width, y3.shape[2] - i0)
-        )
+        o, i0, n = lane_block(t, nb, width, y3.shape[2])
+        _softmax_backward_lane_block(y3, dy3, out3, s, o, i0, n)
 
 
 @njit
@@ -414,11 +405,8 @@ def _log_softmax_backward_lane_block(logp3, dy3, out3, s, o, i0, w):
         t[k] = total[k]
     sm = as_type_of(s[0], logp3)
     for j in range(logp3.shape[1]):
-        lr = logp3[o, j, i0 : i0 + w]
-        dyr = dy3[o, j, i0 : i0 + w]
-        outr = out3[o, j, i0 : i0 + w]
         for k in range(w):
-            outr[k] = (dyr[k] - exp(lr[k]) * t[k]) * sm
+            out3[o, j, i0 + k] = (dy3[o, j, i0 + k] - exp(logp3[o, j, i0 + k]) * t[k]) * sm
 
 
 @njit(parallel=True, cache=True)
@@ -427,10 +415,8 @@ def _log_softmax_backward_lanes(logp3, dy3, out3, s, width):
     # (the vector-Jacobian product of log_softmax; linear in dy)
     nb = (logp3.shape[2] + width - 1) // width
     for t in prange(logp3.shape[0] * nb):
-        i0 = (t % nb) * width
-        _log_softmax_backward_lane_block(
-            logp3, dy3, out3, s, t // nb, i0, min(width, logp3.shape[2] - i0)
-        )
+        o, i0, n = lane_block(t, nb, width, logp3.shape[2])
+        _log_softmax_backward_lane_block(logp3, dy3, out3, s, o, i0, n)
 
 
 @njit(cache=True)
@@ -438,10 +424,8 @@ def _log_softmax_backward_lanes_serial(logp3, dy3, out3, s, width):
     # serial twin of _log_softmax_backward_lanes, for small inputs
     nb = (logp3.shape[2] + width - 1) // width
     for t in range(logp3.shape[0] * nb):
-        i0 = (t % nb) * width
-        _log_softmax_backward_lane_block(
-            logp3, dy3, out3, s, t // nb, i0, min(width, logp3.shape[2] - i0)
-        )
+        o, i0, n = lane_block(t, nb, width, logp3.shape[2])
+        _log_softmax_backward_lane_block(logp3, dy3, out3, s, o, i0, n)
 
 
 # --- logsumexp with weights b (SciPy's semantics), lanes of width 1 or more ---------------
