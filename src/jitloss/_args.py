@@ -336,16 +336,13 @@ class Rows(NamedTuple):
         return a.transpose(self.order).reshape(self.shape3)
 
     def take3(self, a: np.ndarray) -> np.ndarray:
-        """A read-only ``(outer, classes, inner)`` view of an input ``a``, or a copy in this
-        order when ``a`` is laid out otherwise.
-
-        Inputs always reach the kernels read-only, so each kernel compiles one signature
-        whether or not the caller's array is writeable.
+        """The ``(outer, classes, inner)`` view of an input ``a``, or a copy in this order
+        when ``a`` is laid out otherwise.  (Not made read-only: setting the flag costs half
+        a microsecond a call; a caller's read-only array compiles its own signature once.)
         """
         v = self.view3(a)
         if v is None:
             v = np.ascontiguousarray(a.transpose(self.order)).reshape(self.shape3)
-        v.flags.writeable = False
         return v
 
     def _identity(self) -> bool:
@@ -382,14 +379,13 @@ class Rows(NamedTuple):
         return t.reshape(self.outer, self.inner) if _c_contiguous(t) else None
 
     def take2(self, r: np.ndarray) -> np.ndarray:
-        """A read-only ``(outer, inner)`` view of a per-sample array shaped like a reduction
-        result (no keepdims), or a copy in the kept axes' memory order."""
+        """The ``(outer, inner)`` view of a per-sample array shaped like a reduction result
+        (no keepdims), or a copy in the kept axes' memory order."""
         v = self.view2(r, False)
         if v is None:
             kept = self._kept()
             t = r.transpose([sorted(kept).index(ax) for ax in kept])
             v = np.ascontiguousarray(t).reshape(self.outer, self.inner)
-        v.flags.writeable = False
         return v
 
     def restore2(self, r2: np.ndarray, keepdims: bool) -> np.ndarray:

@@ -47,7 +47,7 @@ def _on_cuda(*arrays) -> bool:
 
 class _PairPlan(NamedTuple):
     s: np.ndarray  # the caller's scores as an array
-    s2: np.ndarray  # (B, 1 + N) read-only rows
+    s2: np.ndarray  # (B, 1 + N) C-contiguous rows
     compute: np.dtype
     result: np.dtype
     margin: float
@@ -89,11 +89,7 @@ def _pair_plan(scores, num_negatives, margin, reduction) -> _PairPlan:
         s2 = s
     else:
         raise ValueError(f"scores must be 1-D or 2-D, got shape {s.shape}")
-    s2 = np.ascontiguousarray(s2)
-    if s2 is s or s2.base is not None:
-        s2 = s2.view()
-    s2.flags.writeable = False
-    return _PairPlan(s, s2, compute, result, margin, reduction)
+    return _PairPlan(s, np.ascontiguousarray(s2), compute, result, margin, reduction)
 
 
 def max_margin_loss(scores, *, num_negatives=None, margin=1.0, reduction="mean"):
@@ -221,7 +217,7 @@ def _deliver_grad(grad_out, direct, grad, plan):
 
 class _IndexPlan(NamedTuple):
     rows: Rows
-    x2: np.ndarray  # (samples, classes) read-only rows
+    x2: np.ndarray  # (samples, classes) C-contiguous rows
     y1: np.ndarray  # (samples,) int64 labels
     compute: np.dtype
     result: np.dtype
