@@ -32,7 +32,8 @@ def max_margin(s2, margin, pairs2=None):
     loss1 = np.empty(s2.shape[0], np.float64)
     store = pairs2 is not None
     pairs2 = pairs2 if store else np.empty((1, 1), s2.dtype)
-    run(_max_margin_rows_serial, _max_margin_rows, s2.size, s2, margin, loss1, pairs2, store)
+    run(_max_margin_rows_serial, _max_margin_rows, s2.size, s2, margin, loss1, pairs2, store,
+        _chunk_rows(s2.shape[1]))
     return loss1
 
 
@@ -44,7 +45,7 @@ def max_margin_grad(s2, margin, k, dl2=None, pairs2=None, g2=None):
     per_pair = dl2 is not None
     dl2 = dl2 if per_pair else np.empty((1, 1), np.float64)
     g2 = np.empty(s2.shape, s2.dtype) if g2 is None else g2
-    args = (s2, margin, k, dl2, per_pair, loss1, pairs2, store, g2)
+    args = (s2, margin, k, dl2, per_pair, loss1, pairs2, store, g2, _chunk_rows(s2.shape[1]))
     run(_max_margin_grad_rows_serial, _max_margin_grad_rows, s2.size, *args)
     return loss1, g2
 
@@ -83,16 +84,20 @@ def hinge_grad(x2, y1, margin, k1, g2=None):
 # --- max-margin (row i of 2-D arrays; no views, see cpu/_math.py) ----------------------------
 
 
+# The loops run over the whole row, column 0 masked out (j > 0), rather than from 1: a row of
+# 1 + N = 64 is then a whole number of vectors, where 63 would leave a scalar remainder.
+
+
 @njit(fastmath=_REDUCE)
 def _pair_sum(s2, i, top):
     """(sum_j max(0, top + s_ij), number of active pairs) over j >= 1, in float64."""
     zero = as_type_of(0.0, s2)
     total = 0.0
     count = 0.0
-    for j in range(1, s2.shape[1]):
+    for j in range(s2.shape[1]):
         v = top + s2[i, j]
-        active = v > zero
-        total += v if active or v != v else 0.0
+        active = v > zero and j > 0
+        total += v if active or (v != v and j > 0) else 0.0
         count += 1.0 if active else 0.0
     return total, count
 
@@ -117,62 +122,75 @@ def _store_pairs(s2, i, top, pairs2):
 
 
 @njit
-def _max_margin_row(s2, i, margin, pairs2, store):
-    top = as_type_of(margin, s2) - s2[i, 0]
-    if store:
-        _store_pairs(s2, i, top, pairs2)
-    return _pair_sum(s2, i, top)[0]
+def _max_margin_chunk(s2, r0, r1, margin, loss1, pairs2, store):
+    # rows [r0, r1): one call per chunk of rows, since a call per short row (64 scores)
+    # cost as much as the row's work
+    for i in range(r0, r1):
+        top = as_type_of(margin, s2) - s2[i, 0]
+        if store:
+            _store_pairs(s2, i, top, pairs2)
+        loss1[i] = _pair_sum(s2, i, top)[0]
+
+
+def _chunk_rows(classes: int) -> int:
+    """Rows per task of the max-margin kernels: about 4096 scores."""
+    return max(1, 4096 // max(classes, 1))
 
 
 @njit(parallel=True, cache=True)
-def _max_margin_rows(s2, margin, loss1, pairs2, store):
+def _max_margin_rows(s2, margin, loss1, pairs2, store, chunk):
     # h_bj = max(0, margin - s_b0 + s_bj);  loss_b = sum_j h_bj
     # gradient: _max_margin_grad_rows
-    for i in prange(s2.shape[0]):
-        loss1[i] = _max_margin_row(s2, i, margin, pairs2, store)
+    n = s2.shape[0]
+    for c in prange((n + chunk - 1) // chunk):
+        _max_margin_chunk(s2, c * chunk, min(c * chunk + chunk, n), margin, loss1, pairs2,
+                          store)
 
 
 @njit(cache=True)
-def _max_margin_rows_serial(s2, margin, loss1, pairs2, store):
+def _max_margin_rows_serial(s2, margin, loss1, pairs2, store, chunk):
     # serial twin of _max_margin_rows, for small inputs
-    for i in range(s2.shape[0]):
-        loss1[i] = _max_margin_row(s2, i, margin, pairs2, store)
+    _max_margin_chunk(s2, 0, s2.shape[0], margin, loss1, pairs2, store)
 
 
 @njit
-def _max_margin_grad_row(s2, i, margin, k, dl2, per_pair, pairs2, store, g2):
-    # d h_bj / d s_bj = [h_bj > 0],  d h_bj / d s_b0 = -[h_bj > 0]
-    top = as_type_of(margin, s2) - s2[i, 0]  # read before g2 (possibly s2 itself) is written
+def _max_margin_grad_chunk(s2, r0, r1, margin, k, dl2, per_pair, loss1, pairs2, store, g2):
+    # d h_bj / d s_bj = [h_bj > 0],  d h_bj / d s_b0 = -[h_bj > 0];  rows [r0, r1)
     zero = as_type_of(0.0, s2)
-    total, count = _pair_sum(s2, i, top)
-    dpos = _active_dot(s2, i, top, dl2) if per_pair else k * count
-    if store:
-        _store_pairs(s2, i, top, pairs2)
-    if per_pair:
-        for j in range(1, s2.shape[1]):
-            v = top + s2[i, j]
-            g2[i, j] = as_type_of(dl2[i, j - 1], s2) if v > zero else (v if v != v else zero)
-    else:
-        kk = as_type_of(k, s2)
-        for j in range(1, s2.shape[1]):
-            v = top + s2[i, j]
-            g2[i, j] = kk if v > zero else (v if v != v else zero)
-    g2[i, 0] = -dpos if not math.isnan(total) else np.nan
-    return total
+    kk = as_type_of(k, s2)
+    for i in range(r0, r1):
+        top = as_type_of(margin, s2) - s2[i, 0]  # read before g2 (maybe s2) is written
+        total, count = _pair_sum(s2, i, top)
+        dpos = _active_dot(s2, i, top, dl2) if per_pair else k * count
+        if store:
+            _store_pairs(s2, i, top, pairs2)
+        if per_pair:
+            for j in range(1, s2.shape[1]):
+                v = top + s2[i, j]
+                g2[i, j] = as_type_of(dl2[i, j - 1], s2) if v > zero else (v if v != v else zero)
+        else:
+            for j in range(s2.shape[1]):  # j = 0 is written below
+                v = top + s2[i, j]
+                g2[i, j] = kk if v > zero else (v if v != v else zero)
+        g2[i, 0] = -dpos if not math.isnan(total) else np.nan
+        loss1[i] = total
 
 
 @njit(parallel=True, cache=True)
-def _max_margin_grad_rows(s2, margin, k, dl2, per_pair, loss1, pairs2, store, g2):
+def _max_margin_grad_rows(s2, margin, k, dl2, per_pair, loss1, pairs2, store, g2, chunk):
     # loss as in _max_margin_rows;  g_bj = k_bj [h_bj > 0],  g_b0 = -sum_j k_bj [h_bj > 0]
-    for i in prange(s2.shape[0]):
-        loss1[i] = _max_margin_grad_row(s2, i, margin, k, dl2, per_pair, pairs2, store, g2)
+    n = s2.shape[0]
+    for c in prange((n + chunk - 1) // chunk):
+        _max_margin_grad_chunk(s2, c * chunk, min(c * chunk + chunk, n), margin, k, dl2,
+                               per_pair, loss1, pairs2, store, g2)
 
 
 @njit(cache=True)
-def _max_margin_grad_rows_serial(s2, margin, k, dl2, per_pair, loss1, pairs2, store, g2):
+def _max_margin_grad_rows_serial(s2, margin, k, dl2, per_pair, loss1, pairs2, store, g2,
+                                 chunk):
     # serial twin of _max_margin_grad_rows, for small inputs
-    for i in range(s2.shape[0]):
-        loss1[i] = _max_margin_grad_row(s2, i, margin, k, dl2, per_pair, pairs2, store, g2)
+    _max_margin_grad_chunk(s2, 0, s2.shape[0], margin, k, dl2, per_pair, loss1, pairs2, store,
+                           g2)
 
 
 # --- multi-margin (Weston-Watkins, PyTorch's multi_margin_loss) ---------------------------------
