@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import numbers
 import functools
-from typing import NamedTuple
+from typing import Any, NamedTuple, Optional, Tuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _args
 from ._args import (
@@ -152,16 +153,16 @@ def _scale2(plan: _Plan, dloss) -> np.ndarray:
 
 
 def cross_entropy(
-    logits,
-    target,
+    logits: ArrayLike,
+    target: ArrayLike,
     *,
-    axis=-1,
-    weight=None,
-    ignore_index=-100,
-    reduction="mean",
-    label_smoothing=0.0,
-    z_loss=0.0,
-):
+    axis: int = -1,
+    weight: Optional[ArrayLike] = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+) -> Any:
     r"""Softmax cross-entropy between ``logits`` and ``target`` (PyTorch's semantics).
 
     For a sample with logits :math:`x` (C classes), :math:`p = \mathrm{softmax}(x)` and
@@ -236,18 +237,18 @@ def cross_entropy(
 
 
 def cross_entropy_with_grad(
-    logits,
-    target,
+    logits: ArrayLike,
+    target: ArrayLike,
     *,
-    axis=-1,
-    weight=None,
-    ignore_index=-100,
-    reduction="mean",
-    label_smoothing=0.0,
-    z_loss=0.0,
-    dloss=None,
-    grad_out=None,
-):
+    axis: int = -1,
+    weight: Optional[ArrayLike] = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    dloss: Optional[ArrayLike] = None,
+    grad_out: Optional[np.ndarray] = None,
+) -> Tuple[Any, np.ndarray]:
     r""":func:`cross_entropy` and its gradient with respect to ``logits``, in one pass.
 
     Per sample, with :math:`k` the upstream gradient ``dloss`` (divided by "mean"'s

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import functools
 import numbers
-from typing import NamedTuple
+from typing import Any, NamedTuple, Optional, Tuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _args
 from ._args import Rows, check_nonnegative, check_out, check_reduction, float_inputs
@@ -92,7 +93,8 @@ def _pair_plan(scores, num_negatives, margin, reduction) -> _PairPlan:
     return _PairPlan(s, np.ascontiguousarray(s2), compute, result, margin, reduction)
 
 
-def max_margin_loss(scores, *, num_negatives=None, margin=1.0, reduction="mean"):
+def max_margin_loss(scores: ArrayLike, *, num_negatives: Optional[int] = None,
+                    margin: float = 1.0, reduction: str = "mean") -> Any:
     r"""The vectorised max-margin (pairwise hinge) loss of positives against negatives.
 
     Each sample b has one positive score :math:`s_{b0}` and N negative scores
@@ -137,8 +139,10 @@ def max_margin_loss(scores, *, num_negatives=None, margin=1.0, reduction="mean")
     return _args.reduce_losses(rows, plan.reduction, B * (group - 1), plan.result)
 
 
-def max_margin_loss_with_grad(scores, *, num_negatives=None, margin=1.0, reduction="mean",
-                              dloss=None, grad_out=None):
+def max_margin_loss_with_grad(scores: ArrayLike, *, num_negatives: Optional[int] = None,
+                              margin: float = 1.0, reduction: str = "mean",
+                              dloss: Optional[ArrayLike] = None,
+                              grad_out: Optional[np.ndarray] = None) -> Tuple[Any, np.ndarray]:
     r""":func:`max_margin_loss` and its gradient with respect to ``scores``, in one pass.
 
     With :math:`k_{bj}` the upstream gradient of pair (b, j) (``dloss``, divided by B*N
@@ -311,8 +315,9 @@ def _index_results(plan: _IndexPlan, loss1, grad_out=None, direct=None, g2=None)
     return loss, _deliver_grad(grad_out, direct, grad, plan)
 
 
-def multi_margin_loss(scores, target, *, axis=-1, p=1, margin=1.0, weight=None,
-                      reduction="mean"):
+def multi_margin_loss(scores: ArrayLike, target: ArrayLike, *, axis: int = -1, p: int = 1,
+                      margin: float = 1.0, weight: Optional[ArrayLike] = None,
+                      reduction: str = "mean") -> Any:
     r"""PyTorch's ``multi_margin_loss`` (Weston-Watkins multiclass hinge).
 
     For scores :math:`x` over C classes and target :math:`y`:
@@ -357,8 +362,11 @@ def multi_margin_loss(scores, target, *, axis=-1, p=1, margin=1.0, weight=None,
     return _index_results(plan, _cpu.multi_margin(plan.x2, plan.y1, w, p, plan.margin))
 
 
-def multi_margin_loss_with_grad(scores, target, *, axis=-1, p=1, margin=1.0, weight=None,
-                                reduction="mean", dloss=None, grad_out=None):
+def multi_margin_loss_with_grad(scores: ArrayLike, target: ArrayLike, *, axis: int = -1,
+                                p: int = 1, margin: float = 1.0,
+                                weight: Optional[ArrayLike] = None, reduction: str = "mean",
+                                dloss: Optional[ArrayLike] = None,
+                                grad_out: Optional[np.ndarray] = None) -> Tuple[Any, np.ndarray]:
     r""":func:`multi_margin_loss` and its gradient with respect to ``scores``, in one pass.
 
     With :math:`z_j = \mathrm{margin} - x_y + x_j` and :math:`k` the upstream gradient:
@@ -402,7 +410,8 @@ def multi_margin_loss_with_grad(scores, target, *, axis=-1, p=1, margin=1.0, wei
     return _index_results(plan, loss1, grad_out, direct, g2)
 
 
-def multiclass_hinge_loss(scores, target, *, axis=-1, margin=1.0, reduction="mean"):
+def multiclass_hinge_loss(scores: ArrayLike, target: ArrayLike, *, axis: int = -1,
+                          margin: float = 1.0, reduction: str = "mean") -> Any:
     r"""The Crammer-Singer multiclass hinge loss.
 
     .. math:: \ell = \max_j \big(x_j + \mathrm{margin}\,[j \ne y]\big) - x_y
@@ -438,8 +447,11 @@ def multiclass_hinge_loss(scores, target, *, axis=-1, margin=1.0, reduction="mea
     return _index_results(plan, _cpu.hinge(plan.x2, plan.y1, plan.margin))
 
 
-def multiclass_hinge_loss_with_grad(scores, target, *, axis=-1, margin=1.0, reduction="mean",
-                                    dloss=None, grad_out=None):
+def multiclass_hinge_loss_with_grad(scores: ArrayLike, target: ArrayLike, *, axis: int = -1,
+                                    margin: float = 1.0, reduction: str = "mean",
+                                    dloss: Optional[ArrayLike] = None,
+                                    grad_out: Optional[np.ndarray] = None
+                                    ) -> Tuple[Any, np.ndarray]:
     r""":func:`multiclass_hinge_loss` and its gradient with respect to ``scores``.
 
     With :math:`j^*` the first :math:`j \ne y` attaining

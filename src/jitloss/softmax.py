@@ -8,11 +8,16 @@ shape.
 
 from __future__ import annotations
 
+from typing import Any, Optional, Tuple, Union
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _args
 from ._args import Rows, check_out, check_temperature, float_inputs, normalize_axes
 from .cpu import softmax as _cpu
+
+Axis = Union[int, Tuple[int, ...], None]
 
 __all__ = [
     "log_softmax",
@@ -75,7 +80,8 @@ def _map_rows(launcher, arrays, names, axis, out, *params):
     return out
 
 
-def softmax(x, axis=-1, *, temperature=1.0, out=None):
+def softmax(x: ArrayLike, axis: Axis = -1, *, temperature: float = 1.0,
+            out: Optional[np.ndarray] = None) -> np.ndarray:
     r"""Softmax of ``x / temperature`` along ``axis``.
 
     .. math:: y_j = \frac{\exp((x_j - m) / T)}{\sum_k \exp((x_k - m) / T)},
@@ -120,7 +126,8 @@ def softmax(x, axis=-1, *, temperature=1.0, out=None):
     return _map_rows(_cpu.softmax, [x], ["x"], axis, out, s)
 
 
-def log_softmax(x, axis=-1, *, temperature=1.0, out=None):
+def log_softmax(x: ArrayLike, axis: Axis = -1, *, temperature: float = 1.0,
+                out: Optional[np.ndarray] = None) -> np.ndarray:
     r"""Logarithm of :func:`softmax`, computed without forming the softmax.
 
     .. math:: y_j = \frac{x_j - m}{T} - \log\Big(1 + \sum_{k \ne k^*}
@@ -164,7 +171,9 @@ def log_softmax(x, axis=-1, *, temperature=1.0, out=None):
     return _map_rows(_cpu.log_softmax, [x], ["x"], axis, out, s)
 
 
-def logsumexp(x, axis=-1, *, b=None, keepdims=False, return_sign=False, out=None):
+def logsumexp(x: ArrayLike, axis: Axis = -1, *, b: Optional[ArrayLike] = None,
+              keepdims: bool = False, return_sign: bool = False,
+              out: Optional[np.ndarray] = None) -> Any:
     r"""``log(sum(b * exp(x)))`` along ``axis``, without overflow (SciPy's semantics).
 
     .. math:: \mathrm{lse}(x) = m + \log\Big(1 + \sum_{k \ne k^*} e^{x_k - m}\Big),
@@ -254,7 +263,9 @@ def _deliver_reduced(rows, r2, keepdims, out, out2, result):
     return res[()] if res.ndim == 0 else res
 
 
-def softmax_backward(y, dy, axis=-1, *, temperature=1.0, out=None):
+def softmax_backward(y: ArrayLike, dy: ArrayLike, axis: Axis = -1, *,
+                     temperature: float = 1.0,
+                     out: Optional[np.ndarray] = None) -> np.ndarray:
     r"""Vector-Jacobian product of :func:`softmax`: the gradient with respect to ``x``.
 
     With ``y = softmax(x, axis, temperature=T)`` and ``dy`` the gradient of a loss with
@@ -295,7 +306,9 @@ def softmax_backward(y, dy, axis=-1, *, temperature=1.0, out=None):
     return _map_rows(_cpu.softmax_backward, [y, dy], ["y", "dy"], axis, out, s)
 
 
-def log_softmax_backward(logp, dy, axis=-1, *, temperature=1.0, out=None):
+def log_softmax_backward(logp: ArrayLike, dy: ArrayLike, axis: Axis = -1, *,
+                         temperature: float = 1.0,
+                         out: Optional[np.ndarray] = None) -> np.ndarray:
     r"""Vector-Jacobian product of :func:`log_softmax`: the gradient with respect to ``x``.
 
     With ``logp = log_softmax(x, axis, temperature=T)`` and ``dy`` the gradient of a loss

@@ -5,7 +5,6 @@ inputs span several warps, groups and blocks (and the runs stay short)."""
 from __future__ import annotations
 
 import numba
-import numpy as np
 import pytest
 
 SIM = bool(numba.config.ENABLE_CUDASIM)

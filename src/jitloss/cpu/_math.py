@@ -1,14 +1,14 @@
-"""Helpers shared by every CPU kernel: a vectorisable ``exp``, a NaN-propagating ``max``,
-and the row primitives (max, sum of exponentials, log-sum-exp) that every family uses.
+"""Helpers shared by every CPU kernel: vectorisable ``exp``, ``max`` and ``min``, and the
+row and lane primitives (range, sums of exponentials, log-sum-exp) every family uses.
 
-pip's numba has no SVML, so ``math.exp`` inside a loop is a libm call per element and
-the loop does not vectorise.  ``exp``/``exp_sub`` here are a polynomial with Cody-Waite
-range reduction and the exponent written by a bitcast, straight-line code that LLVM
-turns into ``<8 x float>`` (AVX2) or ``<4 x double>`` operations once inlined into a
-loop.  The row ranges use ``llvm.maxnum``/``minnum`` (NaN-ignoring, cheap when
-vectorised); a NaN reaches the results through the exponentials instead.  Checked with ``inspect_llvm`` on numba 0.68 / LLVM 20 (znver3): the
-hot loops of every kernel hold ``<8 x float>`` operations for float32 and
-``<4 x double>`` for float64; ``tests/test_math.py`` keeps that check.
+pip's numba has no SVML, so ``math.exp`` inside a loop is a libm call per element and the
+loop does not vectorise. ``exp``/``exp_sub`` here are a polynomial with Cody-Waite range
+reduction and the exponent written by a bitcast, straight-line code that LLVM turns into
+``<8 x float>`` (AVX2) or ``<4 x double>`` operations once inlined into a loop. The row
+ranges use ``llvm.maxnum``/``minnum`` (NaN-ignoring, cheap when vectorised); a NaN reaches
+the results through the exponentials instead. Checked with ``inspect_llvm`` on numba 0.68
+/ LLVM 20 (znver3): the hot loops of every kernel hold ``<8 x float>`` operations for
+float32 and ``<4 x double>`` for float64; ``tests/test_math.py`` keeps that check.
 
 Accuracy (``tests/test_math.py``, against mpmath):
 
@@ -21,16 +21,19 @@ Accuracy (``tests/test_math.py``, against mpmath):
   loses anything.  Used for every exponential, stored or summed: the sums then keep
   the small terms that a log-softmax near probability 1 (or a cross-entropy near 0)
   is made of.
+* ``exp_near(x, m)``: the cheaper twin for float32 rows of spread below 32 at
+  temperature 1 (``near_ok``): x - m rounded once (at most 2**-20), so within 1 ulp
+  plus 9.5e-7 relative, which keeps float32 results within 2e-6 of exact.
 
 ``exp`` and ``exp_sub`` are numba ``overload``s of Python stubs, so a kernel is written
 once and the float32 or float64 implementation (constants of the right width, no silent
-promotion) is picked at typing time.  The overloads only dispatch: an overload's body is
+promotion) is picked at typing time. The overloads only dispatch: an overload's body is
 compiled with its caller's fastmath flags, so the arithmetic lives in ``fastmath=False``
-njit functions with every fma explicit (re-association would destroy the TwoSum error
-term and the rounding by the magic constant).  The row primitives are compiled with ``reassoc`` so that
-their sums vectorise; a float32 sum is taken in float32 over blocks of ``BLOCK``
-elements and the block sums are added in float64, so its relative error stays below
-about 1e-6 for any row length (float64: block sums added in float64).
+njit functions with every fma explicit (re-association would destroy the TwoSum error term
+and the rounding by the magic constant). The row primitives are compiled with ``reassoc``
+so that their sums vectorise; a float32 sum is taken in float32 over blocks of ``BLOCK``
+elements and the block sums are added in float64, so its relative error stays below about
+1e-6 for any row length (float64: block sums added in float64).
 """
 
 from __future__ import annotations

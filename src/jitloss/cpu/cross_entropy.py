@@ -39,7 +39,6 @@ from ._math import (
     BLOCK,
     _REDUCE,
     as_type_of,
-    exp_sub,
     lane_block,
     lanes_exp,
     lanes_range,

@@ -7,11 +7,12 @@
 * multiclass hinge (Crammer-Singer): loss = max_j (x_j + margin [j != y]) - x_y.
 
 Every kernel works on C-contiguous rows, one sample per row, parallel over rows with a
-serial twin for small inputs.  Optional arrays (the pairs for "none", per-pair upstream
-gradients) come as (1, 1) dummies when absent, never indexed then.  A row's loss goes to a float64 array the public layer
-reduces in a fixed order.  Loops that store never also reduce (see ``cpu/_math.py``), so
-results are the same bits in place (``grad_out=scores``) or not.  A hinge exactly at 0
-has subgradient 0; a NaN score makes its terms and their gradients NaN.
+serial twin for small inputs. Optional arrays (the pairs for "none", per-pair upstream
+gradients) come as (1, 1) dummies when absent, never indexed then. A row's loss goes to a
+float64 array the public layer reduces in a fixed order. Loops that store never also
+reduce (see ``cpu/_math.py``), so results are the same bits in place (``grad_out=scores``)
+or not. A hinge exactly at 0 has subgradient 0; a NaN score makes its terms and their
+gradients NaN.
 """
 
 from __future__ import annotations

@@ -3,11 +3,11 @@ device side of the public functions.
 
 One group of threads per row (see ``jitloss.cuda``): the row's maximum and sum of
 exponentials (the terms equal to the maximum counted apart, so the logarithm of the sum is
-a ``log1p`` of the rest), then a pass that writes.  Short rows (one warp each) are read
-from global memory (L1 keeps them); a long row (one block) is staged in shared memory
-when it fits, and otherwise read once with an online maximum and sum (``row_stats``).  Exponentials of
-``(x - m) / T`` are formed from the exact difference (TwoSum) and the exact product
-error (fma), as on the CPU.  Sums accumulate in float64.
+a ``log1p`` of the rest), then a pass that writes. Short rows (one warp each) are read
+from global memory (L1 keeps them); a long row (one block) is staged in shared memory when
+it fits, and otherwise read once with an online maximum and sum (``row_stats``).
+Exponentials of ``(x - m) / T`` are formed from the exact difference (TwoSum) and the
+exact product error (fma), as on the CPU. Sums accumulate in float64.
 """
 
 from __future__ import annotations
