@@ -32,8 +32,10 @@ from ._math import (
     max_nan,
     near_ok,
     row_dot,
+    row_exp,
     row_exp_store,
     row_lse,
+    row_rest,
     row_range,
     row_sum,
 )
@@ -73,7 +75,8 @@ def log_softmax(x3, s, out3=None):
     out3 = _empty(x3.shape, x3.dtype, out3)
     x2 = _rows(x3)
     if x2 is not None:
-        run(_log_softmax_rows_serial, _log_softmax_rows, x3.size, x2, _rows(out3), s)
+        in_place = out3 is not None and np.may_share_memory(x3, out3)
+        run(_log_softmax_rows_serial, _log_softmax_rows, x3.size, x2, _rows(out3), s, in_place)
     else:
         run(_log_softmax_lanes_serial, _log_softmax_lanes, x3.size, x3, out3, s, _width(x3))
     return out3
@@ -156,31 +159,41 @@ def _softmax_rows_serial(x2, out2, s):
 
 
 @njit
-def _log_softmax_row(x2, out2, i, s):
-    m, lse = row_lse(x2, i, s)
+def _log_softmax_row(x2, out2, i, s, in_place):
+    # The exponentials go through out2 (storing them, then summing, is cheaper than
+    # masking them into a sum as they are made), so an in-place call keeps row i of x2
+    # aside first: both paths do the same arithmetic and give the same bits.
+    m, low = row_range(x2, i)
     if math.isfinite(m):
+        src, k = x2, i
+        if in_place:
+            src, k = np.empty((1, x2.shape[1]), x2.dtype), i - i  # 0 of i's (prange) type
+            for j in range(x2.shape[1]):
+                src[0, j] = x2[i, j]
+        row_exp(x2, i, m, s, out2, near_ok(m, low, s))
+        rest, ties = row_rest(out2, i)
         sm = as_type_of(s[0], x2)
-        lsm = as_type_of(lse, x2)
+        lsm = as_type_of(log1p_rest(rest, ties), x2)
         for j in range(x2.shape[1]):
-            out2[i, j] = (x2[i, j] - m) * sm - lsm
+            out2[i, j] = (src[k, j] - m) * sm - lsm
     else:
         for j in range(x2.shape[1]):
             out2[i, j] = np.nan
 
 
 @njit(parallel=True, cache=True)
-def _log_softmax_rows(x2, out2, s):
+def _log_softmax_rows(x2, out2, s, in_place):
     # y_j = (x_j - m) s - log1p(sum_{k != argmax} exp((x_k - m) s)),  m = max_k x_k
     # gradient: dx = (dy - exp(y) * sum(dy)) * s  (_log_softmax_backward_rows)
     for i in prange(x2.shape[0]):
-        _log_softmax_row(x2, out2, i, s)
+        _log_softmax_row(x2, out2, i, s, in_place)
 
 
 @njit(cache=True)
-def _log_softmax_rows_serial(x2, out2, s):
+def _log_softmax_rows_serial(x2, out2, s, in_place):
     # serial twin of _log_softmax_rows, for small inputs
     for i in range(x2.shape[0]):
-        _log_softmax_row(x2, out2, i, s)
+        _log_softmax_row(x2, out2, i, s, in_place)
 
 
 @njit
