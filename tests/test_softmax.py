@@ -305,6 +305,24 @@ def test_in_place(name, dtype, axis):
     np.testing.assert_array_equal(x, want)
 
 
+@pytest.mark.parametrize("name", FORWARD)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1,), (14,), (3, 14), (2, 3, 5)])
+def test_small_call_shortcut_matches_reference_and_general_path(name, dtype, shape):
+    # small C-contiguous calls along the last axis at temperature 1 take one compiled call
+    # that allocates its result; axis=(-1,) and temperature=1 (an int) take the general path
+    fn, reference = FORWARD[name]
+    x = _rng(3).standard_normal(shape).astype(dtype)
+    x[..., 0] = 30.0  # a row far from uniform
+    got = fn(x)
+    assert got.dtype == dtype and got.shape == shape
+    assert_close(got, reference(x.astype(np.float64), axis=-1), dtype)
+    np.testing.assert_array_equal(got, fn(x, axis=(-1,)))
+    np.testing.assert_array_equal(got, fn(x, temperature=1))
+    x.flags.writeable = False
+    np.testing.assert_array_equal(got, fn(x))
+
+
 def test_overlapping_out_is_computed_through_a_copy():
     buf = _rng().standard_normal(12)
     x = buf[:10]

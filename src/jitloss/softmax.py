@@ -15,6 +15,7 @@ from numpy.typing import ArrayLike
 
 from . import _args
 from ._args import Rows, check_out, check_temperature, float_inputs, normalize_axes
+from .cpu import PARALLEL_MIN_ELEMENTS as _PARALLEL_MIN
 from .cpu import softmax as _cpu
 
 Axis = Union[int, Tuple[int, ...], None]
@@ -39,6 +40,26 @@ def _same_layout(arrays, x) -> bool:
         type(a) is np.ndarray and a.dtype is x.dtype and a.shape == x.shape
         and a.flags.c_contiguous for a in arrays[1:]
     )
+
+
+def _small_rows(kernel, x, axis, temperature, out):
+    """``kernel(rows)`` in x's shape for the commonest small call (a C-contiguous float32 or
+    float64 ndarray, the last axis, temperature 1, no ``out``), else None.
+
+    One compiled call allocates and fills the result: about 1.3 us less than the general
+    path, which matters for rows of a few classes (a 14-element softmax takes ~2 us).
+    """
+    if type(x) is np.ndarray and out is None and axis == -1 and type(temperature) is float:
+        shape = x.shape
+        if (
+            temperature == 1.0
+            and shape
+            and 0 < x.size < _PARALLEL_MIN
+            and x.dtype in _args.NATIVE
+            and x.flags.c_contiguous
+        ):
+            return kernel(x.reshape(-1, shape[-1])).reshape(shape)
+    return None
 
 
 def _map_rows(launcher, arrays, names, axis, out, *params):
@@ -120,6 +141,9 @@ def softmax(x: ArrayLike, axis: Axis = -1, *, temperature: float = 1.0,
     >>> p.sum(axis=0)
     array([1., 1., 1.])
     """
+    y = _small_rows(_cpu.softmax_small, x, axis, temperature, out)
+    if y is not None:
+        return y
     s = check_temperature(temperature)
     if _args.is_cuda_array(x):
         return _cuda().softmax_public(x, axis, s, out)
@@ -165,6 +189,9 @@ def log_softmax(x: ArrayLike, axis: Axis = -1, *, temperature: float = 1.0,
     array([[0.2689, 0.7311],
            [0.5   , 0.5   ]])
     """
+    y = _small_rows(_cpu.log_softmax_small, x, axis, temperature, out)
+    if y is not None:
+        return y
     s = check_temperature(temperature)
     if _args.is_cuda_array(x):
         return _cuda().log_softmax_public(x, axis, s, out)

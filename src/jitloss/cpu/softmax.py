@@ -82,6 +82,23 @@ def log_softmax(x3, s, out3=None):
     return out3
 
 
+@njit(cache=True)
+def softmax_small(x2):
+    """softmax of the rows of a small C-contiguous 2-D array at temperature 1, allocated and
+    computed in one compiled call (the serial twin's arithmetic: the same bits)."""
+    out2 = np.empty_like(x2)
+    _softmax_rows_serial(x2, out2, (1.0, 0.0))
+    return out2
+
+
+@njit(cache=True)
+def log_softmax_small(x2):
+    """log_softmax's twin of softmax_small."""
+    out2 = np.empty_like(x2)
+    _log_softmax_rows_serial(x2, out2, (1.0, 0.0), False)
+    return out2
+
+
 def logsumexp(x3, out2=None):
     """log(sum(exp(x))) over axis 1 of x3, into the (outer, inner) array out2."""
     out2 = _empty((x3.shape[0], x3.shape[2]), x3.dtype, out2)
