@@ -43,6 +43,7 @@ import math
 import numpy as np
 from llvmlite import ir
 from numba import njit, types, uint64
+from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 __all__ = [
@@ -60,6 +61,8 @@ __all__ = [
     "lanes_sum",
     "lanes_sumexp",
     "lane_block",
+    "prefetch_lanes",
+    "AHEAD",
     "log1p_rest",
     "max_nan",
     "max_num",
@@ -145,6 +148,27 @@ def _minmax_intrinsic(name):
         return a(a, b), codegen
 
     return minmax
+
+
+@intrinsic
+def _prefetch(typingctx, a3, o, j, k):
+    """Hint the cache to fetch the line of a3[o, j, k] (``llvm.prefetch``: read, keep in all
+    levels).  A prefetch never faults and loads nothing into registers."""
+    if not (isinstance(a3, types.Array) and a3.ndim == 3):
+        return None
+
+    def codegen(context, builder, sig, args):
+        arrty = sig.args[0]
+        arr = context.make_array(arrty)(context, builder, args[0])
+        idx = [context.cast(builder, v, t, types.intp) for v, t in zip(args[1:], sig.args[1:])]
+        ptr = cgutils.get_item_pointer(context, builder, arrty, arr, idx, wraparound=False)
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32])
+        fn = builder.module.declare_intrinsic("llvm.prefetch", [ptr.type], fnty)
+        builder.call(fn, [ptr, i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return types.none(a3, o, j, k), codegen
 
 
 max_nan = _minmax_intrinsic("llvm.maximum")
@@ -567,6 +591,25 @@ def row_lse(x2, i, s):
 
 
 # --- lane primitives (i0 and the lane index k are uint64; see above) ---------------------
+# A lane block reads w lanes of every class row: short pieces a whole inner stride apart,
+# which the hardware prefetchers barely follow, and a power-of-two stride maps them all
+# onto a few cache sets, so each pass fetches the block again from L3 or memory.  Every
+# pass therefore asks for the piece of row j + AHEAD while it works on row j.  Measured on
+# 1000 x 4096 along axis 0 (2 threads): about a fifth less time for one pass alone, 5-8% for
+# a whole softmax or log_softmax, whose exponentials then cost more than the reads.
+
+AHEAD = 2  # rows ahead
+_LINE = 64  # bytes
+
+
+@njit
+def prefetch_lanes(a3, o, j, i0, w):
+    """Prefetch a3[o, j, i0:i0 + w] if row j exists (one hint per cache line)."""
+    if j < a3.shape[1]:
+        step = uint64(max(1, _LINE // a3.itemsize))
+        for q in range(uint64(0), w, step):
+            _prefetch(a3, o, j, i0 + q)
+
 
 
 @njit(fastmath=_REDUCE)
@@ -578,6 +621,7 @@ def lanes_range(x3, o, i0, m, low, s):
         m[k] = as_type_of(-np.inf, x3)
         low[k] = as_type_of(np.inf, x3)
     for j in range(x3.shape[1]):
+        prefetch_lanes(x3, o, j + AHEAD, i0, w)
         for k in range(w):
             v = x3[o, j, i0 + k]
             m[k] = max_num(m[k], v)
@@ -593,6 +637,8 @@ def lanes_exp(x3, o, i0, m, s, out3, near):
     """out3[o, j, i0 + k] = exp((x3[o, j, i0 + k] - m[k]) * s); out3 may be x3."""
     w = uint64(m.shape[0])
     for j in range(x3.shape[1]):
+        prefetch_lanes(x3, o, j + AHEAD, i0, w)
+        prefetch_lanes(out3, o, j + AHEAD, i0, w)
         if near:
             for k in range(w):
                 out3[o, j, i0 + k] = exp_near(x3[o, j, i0 + k], m[k])
@@ -614,6 +660,8 @@ def lanes_exp_store(x3, o, i0, m, s, out3, total, near):
         for k in range(w):
             part[k] = 0.0
         for j in range(b * BLOCK, min(b * BLOCK + BLOCK, C)):
+            prefetch_lanes(x3, o, j + AHEAD, i0, w)
+            prefetch_lanes(out3, o, j + AHEAD, i0, w)
             if near:
                 for k in range(w):
                     out3[o, j, i0 + k] = exp_near(x3[o, j, i0 + k], m[k])
@@ -648,6 +696,7 @@ def lanes_sumexp(x3, o, i0, m, s, rest, ties, near):
             part[k] = zero
             count[k] = zero
         for j in range(b * BLOCK, min(b * BLOCK + BLOCK, C)):
+            prefetch_lanes(x3, o, j + AHEAD, i0, w)
             if near:
                 for k in range(w):
                     terms[k] = exp_near(x3[o, j, i0 + k], m[k])
@@ -680,6 +729,7 @@ def lanes_rest(e3, o, i0, rest, ties):
             part[k] = zero
             count[k] = zero
         for j in range(b * BLOCK, min(b * BLOCK + BLOCK, C)):
+            prefetch_lanes(e3, o, j + AHEAD, i0, w)
             for k in range(w):
                 v = e3[o, j, i0 + k]
                 below = not (v >= one)
@@ -697,6 +747,8 @@ def lanes_dot(a3, b3, o, i0, total):
     for k in range(w):
         total[k] = 0.0
     for j in range(a3.shape[1]):
+        prefetch_lanes(a3, o, j + AHEAD, i0, w)
+        prefetch_lanes(b3, o, j + AHEAD, i0, w)
         for k in range(w):
             total[k] += a3[o, j, i0 + k] * b3[o, j, i0 + k]
 
@@ -708,6 +760,7 @@ def lanes_sum(a3, o, i0, total):
     for k in range(w):
         total[k] = 0.0
     for j in range(a3.shape[1]):
+        prefetch_lanes(a3, o, j + AHEAD, i0, w)
         for k in range(w):
             total[k] += a3[o, j, i0 + k]
 

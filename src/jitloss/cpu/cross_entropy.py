@@ -31,11 +31,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, uint64
 
 from .. import _formulas as formulas
 from . import lane_width, run
 from ._math import (
+    AHEAD,
     BLOCK,
     _REDUCE,
     as_type_of,
@@ -46,6 +47,7 @@ from ._math import (
     lanes_sumexp,
     log1p_rest,
     near_ok,
+    prefetch_lanes,
     row_exp,
     row_range,
     row_rest,
@@ -319,6 +321,7 @@ def _lanes_gap(x3, o, i0, m, w, gap):
         for k in range(n):
             part[k] = 0.0
         for j in range(b0, min(b0 + BLOCK, x3.shape[1])):
+            prefetch_lanes(x3, o, j + AHEAD, i0, uint64(n))
             wj = w[j]
             for k in range(n):
                 part[k] += wj * (m[k] - x3[o, j, i0 + k])
@@ -340,6 +343,8 @@ def _lanes_target_sums(x3, t3, o, i0, m, w, k1, k0, mass, gap):
             pm[k] = 0.0
             pg[k] = 0.0
         for j in range(b0, min(b0 + BLOCK, x3.shape[1])):
+            prefetch_lanes(x3, o, j + AHEAD, i0, uint64(n))
+            prefetch_lanes(t3, o, j + AHEAD, i0, uint64(n))
             wj = w[j]
             for k in range(n):
                 wt = wj * (t3[o, j, i0 + k] * k1 + k0)
@@ -419,6 +424,7 @@ def _index_grad_lane_block(x3, y2, w, wsum, ignore, eps, z, scale2, loss2, g3, o
     for k in range(n):
         sb[k] = scale2[o, i0 + k] * eps / C
     for j in range(C):
+        prefetch_lanes(g3, o, j + AHEAD, i0, uint64(n))
         wj = w[j]
         for k in range(n):
             v = g3[o, j, i0 + k] * a[k] - sb[k] * wj
@@ -483,6 +489,8 @@ def _prob_grad_lane_block(x3, t3, w, eps, z, scale2, loss2, g3, o, i0, n):
             loss2[o, i0 + k] = formulas.prob_loss(gap[k], L, mass[k], z, lse)
             a[k] = sc * (mass[k] + 2.0 * z * lse) / (rest[k] + ties[k])
     for j in range(C):
+        prefetch_lanes(g3, o, j + AHEAD, i0, uint64(n))
+        prefetch_lanes(t3, o, j + AHEAD, i0, uint64(n))
         wj = w[j]
         for k in range(n):
             g3[o, j, i0 + k] = g3[o, j, i0 + k] * a[k] - wj * (t3[o, j, i0 + k] * c1[k] + c0[k])

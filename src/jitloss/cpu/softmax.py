@@ -18,6 +18,7 @@ from numba import njit, prange
 
 from . import lane_width, run
 from ._math import (
+    AHEAD,
     as_type_of,
     exp,
     exp_sub,
@@ -31,6 +32,7 @@ from ._math import (
     log1p_rest,
     max_nan,
     near_ok,
+    prefetch_lanes,
     row_dot,
     row_exp,
     row_exp_store,
@@ -296,6 +298,7 @@ def _softmax_lane_block(x3, out3, s, o, i0, w):
     for k in range(w):
         inv[k] = 1.0 / total[k] if math.isfinite(m[k]) else np.nan
     for j in range(x3.shape[1]):
+        prefetch_lanes(out3, o, j + AHEAD, i0, w)
         for k in range(w):
             out3[o, j, i0 + k] *= inv[k]
 
@@ -340,6 +343,7 @@ def _log_softmax_lane_block(x3, out3, s, o, i0, w):
     for k in range(w):
         lsm[k] = lse[k] if math.isfinite(m[k]) else np.nan
     for j in range(x3.shape[1]):
+        prefetch_lanes(x3, o, j + AHEAD, i0, w)
         for k in range(w):
             out3[o, j, i0 + k] = (x3[o, j, i0 + k] - m[k]) * sm - lsm[k]
 
@@ -403,6 +407,8 @@ def _softmax_backward_lane_block(y3, dy3, out3, s, o, i0, w):
         d[k] = dot[k]
     sm = as_type_of(s[0], y3)
     for j in range(y3.shape[1]):
+        prefetch_lanes(y3, o, j + AHEAD, i0, w)
+        prefetch_lanes(dy3, o, j + AHEAD, i0, w)
         for k in range(w):
             out3[o, j, i0 + k] = y3[o, j, i0 + k] * (dy3[o, j, i0 + k] - d[k]) * sm
 
@@ -435,6 +441,8 @@ def _log_softmax_backward_lane_block(logp3, dy3, out3, s, o, i0, w):
         t[k] = total[k]
     sm = as_type_of(s[0], logp3)
     for j in range(logp3.shape[1]):
+        prefetch_lanes(logp3, o, j + AHEAD, i0, w)
+        prefetch_lanes(dy3, o, j + AHEAD, i0, w)
         for k in range(w):
             out3[o, j, i0 + k] = (dy3[o, j, i0 + k] - exp(logp3[o, j, i0 + k]) * t[k]) * sm
 
