@@ -511,6 +511,26 @@ def test_hypothesis_matches_scipy(x, axis):
                                rtol=1e-12)
 
 
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_axis0_spanning_several_lane_blocks_and_a_partial_one(dtype):
+    # inner = 1100 lanes: two whole blocks of 512 float32 lanes (four of 256 float64) and a
+    # partial one; one column with a wide spread takes its block off the cheap exp path
+    lanes = jitloss.cpu.lane_width(30, np.dtype(dtype).itemsize)
+    assert 1100 > 2 * lanes and 1100 % lanes
+    rng = _rng(21)
+    x = rng.standard_normal((30, 1100)).astype(dtype)
+    x[0, 700] = 60.0
+    dy = rng.standard_normal((30, 1100)).astype(dtype)
+    assert_close(jitloss.softmax(x, axis=0), ref.softmax(x, axis=0), dtype)
+    assert_close(jitloss.log_softmax(x, axis=0), ref.log_softmax(x, axis=0), dtype, atol=1e-6)
+    np.testing.assert_allclose(jitloss.logsumexp(x, axis=0), ref.logsumexp(x, axis=0),
+                               rtol=RTOL[dtype])
+    y = jitloss.softmax(x, axis=0)
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(jitloss.softmax_backward(y, dy, axis=0),
+                               ref.softmax_backward(y, dy, axis=0), rtol=rtol, atol=rtol * 1e-2)
+
 # --- inputs, threads, determinism ---------------------------------------------------------
 
 
