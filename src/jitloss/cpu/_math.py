@@ -7,8 +7,9 @@ reduction and the exponent written by a bitcast, straight-line code that LLVM tu
 ``<8 x float>`` (AVX2) or ``<4 x double>`` operations once inlined into a loop. The row
 ranges use ``llvm.maxnum``/``minnum`` (NaN-ignoring, cheap when vectorised); a NaN reaches
 the results through the exponentials instead. Checked with ``inspect_llvm`` on numba 0.68
-/ LLVM 20 (znver3): the hot loops of every kernel hold ``<8 x float>`` operations for
-float32 and ``<4 x double>`` for float64; ``tests/test_math.py`` keeps that check.
+(llvmlite 0.50, LLVM 22; znver3): the hot loops of every kernel hold ``<8 x float>``
+operations for float32 and ``<4 x double>`` for float64; ``tests/test_math.py`` keeps
+that check.
 
 Accuracy (``tests/test_math.py``, against mpmath):
 
