@@ -223,6 +223,25 @@ def test_float32_within_2e6_of_exact_for_any_number_of_classes(classes):
     np.testing.assert_allclose(lse, ref.logsumexp(x), rtol=2e-7)
 
 
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_log_softmax_rows_too_long_to_store_their_exponentials(dtype):
+    # rows over STORE_ROW_BYTES sum the terms as they are made instead of storing them in
+    # the output first: same accuracy, including log-probabilities close to 0, and in place
+    from jitloss.cpu import softmax as cpu_softmax
+
+    classes = cpu_softmax.STORE_ROW_BYTES // np.dtype(dtype).itemsize + 5
+    x = _rng(17).standard_normal((2, classes)).astype(dtype)
+    x[1] = -60.0
+    x[1, 3] = 0.0  # log p = -log1p((C - 1) e**-60), about -5.7e-22 (float32) / -1.1e-21
+    want = ref.log_softmax(x)
+    got = jitloss.log_softmax(x)
+    assert_close(got, want, dtype, atol=1e-30)
+    assert got[1, 3] < 0 and abs(got[1, 3] / want[1, 3] - 1) < RTOL[dtype]
+    y = x.copy()
+    jitloss.log_softmax(y, out=y)
+    np.testing.assert_array_equal(y, got)
+
 def _extreme_rows(rng):
     rows = [rng.standard_normal(n) * s for n, s in [(5, 1), (17, 10), (64, 3), (33, 100)]]
     rows.append(np.array([0.0, -40.0]))
