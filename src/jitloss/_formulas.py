@@ -1,4 +1,4 @@
-"""Per-sample formulas shared by the CPU and the CUDA kernels (written once).
+"""Per-sample (and per-row) formulas shared by the CPU and the CUDA kernels (written once).
 
 ``numba.extending.register_jitable`` makes each usable from ``numba.njit`` code and from
 ``numba.cuda.jit`` kernels alike (and, under the CUDA simulator, as plain Python).  All
@@ -7,9 +7,11 @@ arithmetic is float64 on scalars that the kernels have already reduced.
 
 from __future__ import annotations
 
+import math
+
 from numba.extending import register_jitable
 
-__all__ = ["index_loss", "prob_loss", "target_entry"]
+__all__ = ["index_loss", "prob_loss", "signed_lse", "target_entry"]
 
 
 @register_jitable
@@ -53,3 +55,24 @@ def target_entry(ey, rest, ties, scale, wy, wsum, eps, z, lse, classes):
         + scale * (eps / classes * wsum + 2.0 * z * lse) * (ey / total)
         - scale * eps / classes * wy
     )
+
+
+@register_jitable
+def signed_lse(m, mb, rest):
+    """(log|S|, sign(S)) of S = e**m (mb + rest) for a finite maximum m, in float64.
+
+    ``mb`` is the sum of the weights b_j of the maximal terms, ``rest`` the sum of
+    b_j exp(x_j - m) over the others (logsumexp with ``b=``).  The maximal terms are kept
+    apart, log|S| = m + log|mb| + log1p(rest / mb), so that a sum close to mb keeps the
+    small terms; S = 0 gives (-inf, 0).
+    """
+    if mb != 0.0:
+        r = rest / mb
+        sign = (1.0 if r + 1.0 > 0 else (-1.0 if r + 1.0 < 0 else 0.0)) * (
+            1.0 if mb > 0 else -1.0
+        )
+        if r < -1.0:
+            r = -r - 2.0
+        return m + math.log(abs(mb)) + math.log1p(r), sign
+    sign = 1.0 if rest > 0 else (-1.0 if rest < 0 else 0.0)
+    return (m + math.log(abs(rest)) if rest != 0 else -math.inf), sign

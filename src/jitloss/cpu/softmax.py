@@ -16,6 +16,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from .. import _formulas as formulas
 from . import lane_width, run
 from ._math import (
     AHEAD,
@@ -512,17 +513,7 @@ def _lse_b_lane(x3, b3, o, i, return_sign):
                     mb += bj
                 else:
                     rest += bj * exp_sub(x3[o, j, i], as_type_of(m, x3), (1.0, 0.0))
-        if mb != 0.0:
-            r = rest / mb
-            sign = (1.0 if r + 1.0 > 0 else (-1.0 if r + 1.0 < 0 else 0.0)) * (
-                1.0 if mb > 0 else -1.0
-            )
-            if r < -1.0:
-                r = -r - 2.0
-            total = m + math.log(abs(mb)) + math.log1p(r)
-        else:
-            sign = 1.0 if rest > 0 else (-1.0 if rest < 0 else 0.0)
-            total = m + math.log(abs(rest)) if rest != 0 else -np.inf
+        total, sign = formulas.signed_lse(m, mb, rest)
     if not return_sign and sign < 0:
         total = np.nan
     return total, sign

@@ -21,6 +21,7 @@ import numpy as np
 from numba import cuda, float64
 
 from .. import _args
+from .. import _formulas as formulas
 from . import (
     MAX_THREADS,
     check_device_out,
@@ -247,17 +248,7 @@ def _logsumexp_b(x3, b3, out2, sign2, return_sign):
                     mb += bj
                 else:
                     rest += bj * exp_diff(v, m, 1.0, 0.0)
-        if mb != 0.0:
-            r = rest / mb
-            sign = (1.0 if r + 1.0 > 0 else (-1.0 if r + 1.0 < 0 else 0.0)) * (
-                1.0 if mb > 0 else -1.0
-            )
-            if r < -1.0:
-                r = -r - 2.0
-            total = m + math.log(abs(mb)) + math.log1p(r)
-        else:
-            sign = 1.0 if rest > 0 else (-1.0 if rest < 0 else 0.0)
-            total = m + math.log(abs(rest)) if rest != 0 else -math.inf
+        total, sign = formulas.signed_lse(m, mb, rest)
     if not return_sign and sign < 0:
         total = math.nan
     out2[o, i] = total
