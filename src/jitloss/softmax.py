@@ -47,7 +47,9 @@ def _small_rows(kernel, x, axis, temperature, out):
     float64 ndarray, the last axis, temperature 1, no ``out``), else None.
 
     One compiled call allocates and fills the result: about 1.3 us less than the general
-    path, which matters for rows of a few classes (a 14-element softmax takes ~2 us).
+    path, which matters for rows of a few classes (a 14-element softmax takes ~2.4 us).
+    It runs before anything else on purpose: the same test inside ``_map_rows``'s fast
+    path, after ``check_temperature`` and the argument lists, measured 0.5-0.7 us slower.
     """
     if type(x) is np.ndarray and out is None and axis == -1 and type(temperature) is float:
         shape = x.shape
