@@ -53,6 +53,21 @@ def test_all_ignored():
     np.testing.assert_array_equal(host(g), 0.0)
 
 
+
+@pytest.mark.parametrize("kind", ["index", "prob"])
+def test_non_finite_rows_and_ignored_samples_match_cpu(kind):
+    # rows with NaN, +inf or only -inf give NaN loss and gradient; ignored samples give 0
+    x = np.random.default_rng(5).standard_normal((6, 5))
+    x[1, 2] = np.nan
+    x[2, 0] = np.inf
+    x[3] = -np.inf
+    t = np.array([0, 1, 2, 3, -100, 4]) if kind == "index" else np.full((6, 5), 0.2)
+    loss, grad = jitloss.cross_entropy_with_grad(dev(x), dev(t), reduction="none")
+    want_loss, want_grad = jitloss.cross_entropy_with_grad(x, t, reduction="none")
+    assert np.isnan(want_loss[1:4]).all() and np.isnan(want_grad[1:4]).all()
+    np.testing.assert_allclose(host(loss), want_loss, rtol=1e-12)
+    np.testing.assert_allclose(host(grad), want_grad, rtol=1e-12, atol=1e-15)
+
 def test_bad_label_is_flagged_and_the_context_stays_usable():
     x = dev(np.zeros((4, 5), np.float32))
     with pytest.raises(ValueError, match=r"label 7 at position \(2,\)"):

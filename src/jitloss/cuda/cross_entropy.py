@@ -141,6 +141,17 @@ def scan_labels(labels_flat, classes, ignore, w, name="target"):
 
 
 @functools.lru_cache(maxsize=None)
+@cuda.jit(device=True)
+def _fill_sample(g3, loss2, o, i, lane, group, grad, value):
+    # a sample whose loss and gradient are all ``value`` (0 when ignored, NaN when its row
+    # has no finite maximum); each thread of the group writes its share of the classes
+    if grad:
+        for j in range(lane, g3.shape[1], group):
+            g3[o, j, i] = value
+    if lane == 0:
+        loss2[o, i] = value
+
+
 def kernels(dtype):
     """The fused kernels for one dtype (the shared row cache is declared with it)."""
     nbtype = numba.from_dtype(np.dtype(dtype))
@@ -173,18 +184,10 @@ def kernels(dtype):
         if not valid:
             return
         if not live:
-            if grad:
-                for j in range(lane, C, group):
-                    g3[o, j, i] = 0.0
-            if lane == 0:
-                loss2[o, i] = 0.0
+            _fill_sample(g3, loss2, o, i, lane, group, grad, 0.0)
             return
         if not finite:
-            if grad:
-                for j in range(lane, C, group):
-                    g3[o, j, i] = math.nan
-            if lane == 0:
-                loss2[o, i] = math.nan
+            _fill_sample(g3, loss2, o, i, lane, group, grad, math.nan)
             return
         L = math.log1p(rest + (ties - 1.0))
         mf = float(m)
@@ -234,11 +237,7 @@ def kernels(dtype):
         if not valid:
             return
         if not finite:
-            if grad:
-                for j in range(lane, C, group):
-                    g3[o, j, i] = math.nan
-            if lane == 0:
-                loss2[o, i] = math.nan
+            _fill_sample(g3, loss2, o, i, lane, group, grad, math.nan)
             return
         L = math.log1p(rest + (ties - 1.0))
         lse = float(m) + L
