@@ -221,26 +221,25 @@ def max_margin_grad(scores, num_negatives=None, margin=1.0, dpairs=1.0):
     return g.reshape(s.shape)
 
 
-def multi_margin_per_sample(x, y, p=1, margin=1.0, weight=None, axis=-1):
+def _multi_margin_terms(x, y, margin, weight, axis):
+    """(y, w, z_j = margin - x_y + x_j with classes last, mask of j != y, C)."""
     x = np.moveaxis(f64(x), axis, -1)
     classes = x.shape[-1]
     y = np.asarray(y)
     w = np.ones(classes) if weight is None else f64(weight)
-    xy = np.take_along_axis(x, y[..., None], axis=-1)
-    z = margin - xy + x
+    z = margin - np.take_along_axis(x, y[..., None], axis=-1) + x
     others = np.arange(classes) != y[..., None]
+    return y, w, z, others, classes
+
+
+def multi_margin_per_sample(x, y, p=1, margin=1.0, weight=None, axis=-1):
+    y, w, z, others, classes = _multi_margin_terms(x, y, margin, weight, axis)
     h = np.where((z > 0) & others, z**p, 0.0)
     return w[y] * h.sum(axis=-1) / classes
 
 
 def multi_margin_grad(x, y, p=1, margin=1.0, weight=None, axis=-1, dsample=1.0):
-    x = np.moveaxis(f64(x), axis, -1)
-    classes = x.shape[-1]
-    y = np.asarray(y)
-    w = np.ones(classes) if weight is None else f64(weight)
-    xy = np.take_along_axis(x, y[..., None], axis=-1)
-    z = margin - xy + x
-    others = np.arange(classes) != y[..., None]
+    y, w, z, others, classes = _multi_margin_terms(x, y, margin, weight, axis)
     d = np.where((z > 0) & others, p * z ** (p - 1), 0.0) * (w[y] / classes)[..., None]
     d = d * np.broadcast_to(np.asarray(dsample, dtype=np.float64), y.shape)[..., None]
     np.put_along_axis(d, y[..., None], -d.sum(axis=-1, keepdims=True), axis=-1)
