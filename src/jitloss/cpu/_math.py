@@ -678,6 +678,27 @@ def lanes_exp_store(x3, o, i0, m, s, out3, total, near):
 
 
 @njit(fastmath=_REDUCE)
+def _lane_terms(x3, o, j, i0, m, s, near, terms, part, count):
+    # The terms of class row j (prefetching row j + AHEAD) added to part (below the lane's
+    # maximum) or counted in count (equal to it).  A function of its own, like _lane_exp:
+    # nested in lanes_sumexp's loop over j it ran 1.2-1.4x slower.
+    w = uint64(m.shape[0])
+    zero = as_type_of(0.0, x3)
+    one = as_type_of(1.0, x3)
+    prefetch_lanes(x3, o, j + AHEAD, i0, w)
+    if near:
+        for k in range(w):
+            terms[k] = exp_near(x3[o, j, i0 + k], m[k])
+    else:
+        for k in range(w):
+            terms[k] = exp_sub(x3[o, j, i0 + k], m[k], s)
+    for k in range(w):
+        below = not (x3[o, j, i0 + k] >= m[k])
+        part[k] += terms[k] if below else zero
+        count[k] += zero if below else one
+
+
+@njit(fastmath=_REDUCE)
 def lanes_sumexp(x3, o, i0, m, s, rest, ties, near):
     """row_sumexp for each of the w = len(m) lanes, into the float64 arrays rest and ties.
 
@@ -687,7 +708,6 @@ def lanes_sumexp(x3, o, i0, m, s, rest, ties, near):
     w = uint64(m.shape[0])
     C = x3.shape[1]
     zero = as_type_of(0.0, x3)
-    one = as_type_of(1.0, x3)
     part = np.empty(w, x3.dtype)
     count = np.empty(w, x3.dtype)
     terms = np.empty(w, x3.dtype)
@@ -699,17 +719,7 @@ def lanes_sumexp(x3, o, i0, m, s, rest, ties, near):
             part[k] = zero
             count[k] = zero
         for j in range(b * BLOCK, min(b * BLOCK + BLOCK, C)):
-            prefetch_lanes(x3, o, j + AHEAD, i0, w)
-            if near:
-                for k in range(w):
-                    terms[k] = exp_near(x3[o, j, i0 + k], m[k])
-            else:
-                for k in range(w):
-                    terms[k] = exp_sub(x3[o, j, i0 + k], m[k], s)
-            for k in range(w):
-                below = not (x3[o, j, i0 + k] >= m[k])
-                part[k] += terms[k] if below else zero
-                count[k] += zero if below else one
+            _lane_terms(x3, o, j, i0, m, s, near, terms, part, count)
         for k in range(w):
             rest[k] += part[k]
             ties[k] += count[k]
