@@ -38,6 +38,7 @@ from . import lane_width, run
 from ._math import (
     AHEAD,
     BLOCK,
+    LANE_BLOCK,
     _REDUCE,
     as_type_of,
     lane_block,
@@ -317,10 +318,10 @@ def _lanes_gap(x3, o, i0, m, w, gap):
     part = np.empty(n, x3.dtype)
     for k in range(n):
         gap[k] = 0.0
-    for b0 in range(0, x3.shape[1], BLOCK):
+    for b0 in range(0, x3.shape[1], LANE_BLOCK):
         for k in range(n):
             part[k] = 0.0
-        for j in range(b0, min(b0 + BLOCK, x3.shape[1])):
+        for j in range(b0, min(b0 + LANE_BLOCK, x3.shape[1])):
             prefetch_lanes(x3, o, j + AHEAD, i0, uint64(n))
             wj = w[j]
             for k in range(n):
@@ -338,11 +339,11 @@ def _lanes_target_sums(x3, t3, o, i0, m, w, k1, k0, mass, gap):
     for k in range(n):
         mass[k] = 0.0
         gap[k] = 0.0
-    for b0 in range(0, x3.shape[1], BLOCK):
+    for b0 in range(0, x3.shape[1], LANE_BLOCK):
         for k in range(n):
             pm[k] = 0.0
             pg[k] = 0.0
-        for j in range(b0, min(b0 + BLOCK, x3.shape[1])):
+        for j in range(b0, min(b0 + LANE_BLOCK, x3.shape[1])):
             prefetch_lanes(x3, o, j + AHEAD, i0, uint64(n))
             prefetch_lanes(t3, o, j + AHEAD, i0, uint64(n))
             wj = w[j]
