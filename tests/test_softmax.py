@@ -358,6 +358,43 @@ def test_small_call_shortcut_matches_reference_and_general_path(name, dtype, sha
     np.testing.assert_array_equal(got, fn(x))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1,), (14,), (3, 14), (2, 3, 5)])
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_small_logsumexp_shortcut_matches_reference_and_general_path(dtype, shape, keepdims):
+    x = _rng(4).standard_normal(shape).astype(dtype)
+    x[..., 0] = 30.0
+    if len(shape) > 1:
+        x[0, ..., 1] = np.inf  # non-finite rows take the same rules as the general path
+    got = jitloss.logsumexp(x, keepdims=keepdims)
+    want_shape = shape[:-1] + ((1,) if keepdims else ())
+    assert np.shape(got) == want_shape and got.dtype == dtype
+    assert isinstance(got, np.ndarray) or (isinstance(got, np.generic) and want_shape == ())
+    np.testing.assert_allclose(got, ref.logsumexp(x.astype(np.float64), axis=-1,
+                                                  keepdims=keepdims), rtol=RTOL[dtype])
+    general = jitloss.logsumexp(x, axis=(-1,), keepdims=keepdims)  # the general path
+    np.testing.assert_array_equal(got, general)
+    assert type(got) is type(general)
+
+
+def test_kernel_outputs_take_the_fast_path(monkeypatch):
+    # arrays allocated by numba carry dtype objects of their own; a dtype compared by
+    # identity sent softmax(x) into the general path of softmax_backward (5 -> 20 us)
+    import sys
+
+    module = sys.modules["jitloss.softmax"]
+    x = _rng(5).standard_normal((3, 14)).astype(np.float32)
+    y = jitloss.softmax(x)
+    dy = _rng(6).standard_normal((3, 14)).astype(np.float32)
+
+    def general_path(*args):
+        raise AssertionError("general path taken")
+
+    monkeypatch.setattr(module, "float_inputs", general_path)
+    got = jitloss.softmax_backward(y, dy)
+    np.testing.assert_allclose(got, ref.softmax_backward(y, dy, axis=-1), rtol=1e-5, atol=1e-7)
+    jitloss.log_softmax_backward(jitloss.log_softmax(x), dy)
+
 def test_overlapping_out_is_computed_through_a_copy():
     buf = _rng().standard_normal(12)
     x = buf[:10]

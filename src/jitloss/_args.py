@@ -104,7 +104,7 @@ def float_inputs(*pairs):
     """
     if len(pairs) == 1:  # the usual case, without the general machinery
         a = pairs[0][0]
-        if type(a) is np.ndarray and (a.dtype is _F32 or a.dtype is _F64):
+        if type(a) is np.ndarray and (a.dtype == _F32 or a.dtype == _F64):
             return [a], a.dtype, a.dtype
     arrays = []
     results = []

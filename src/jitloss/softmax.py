@@ -36,8 +36,10 @@ def _cuda():
 
 
 def _same_layout(arrays, x) -> bool:
+    # dtype by ==, not identity: arrays that numba allocates (every kernel's output) carry
+    # dtype objects of their own, and would otherwise miss the fast path (5 -> 20 us)
     return all(
-        type(a) is np.ndarray and a.dtype is x.dtype and a.shape == x.shape
+        type(a) is np.ndarray and a.dtype == x.dtype and a.shape == x.shape
         and a.flags.c_contiguous for a in arrays[1:]
     )
 
@@ -245,6 +247,15 @@ def logsumexp(x: ArrayLike, axis: Axis = -1, *, b: Optional[ArrayLike] = None,
     >>> logsumexp([1.0, 2.0], b=[1.0, -1.0], return_sign=True)
     (np.float64(1.5413248546129181), np.float64(-1.0))
     """
+    if (b is None and out is None and not return_sign and type(x) is np.ndarray
+            and type(axis) is int and (axis == -1 or axis == x.ndim - 1)
+            and 0 < x.size < _PARALLEL_MIN and x.dtype in _args.NATIVE
+            and x.flags.c_contiguous):
+        # the commonest small call in one compiled call, as for softmax (_small_rows):
+        # 14 elements in about 2.5 us instead of 9 us; the same kernel, the same bits
+        r = _cpu.logsumexp_small(x.reshape(-1, x.shape[-1]))
+        r = r.reshape(x.shape[:-1] + ((1,) if keepdims else ()))
+        return r[()] if r.ndim == 0 else r
     if _args.is_cuda_array(x) or _args.is_cuda_array(b):
         return _cuda().logsumexp_public(x, axis, b, keepdims, return_sign, out)
     cpu = _cpu

@@ -108,6 +108,14 @@ def log_softmax_small(x2):
     return out2
 
 
+@njit(cache=True)
+def logsumexp_small(x2):
+    """logsumexp's twin of softmax_small: one value per row."""
+    out1 = np.empty(x2.shape[0], x2.dtype)
+    _logsumexp_rows_serial(x2, out1)
+    return out1
+
+
 def logsumexp(x3, out2=None):
     """log(sum(exp(x))) over axis 1 of x3, into the (outer, inner) array out2."""
     out2 = _empty((x3.shape[0], x3.shape[2]), x3.dtype, out2)
