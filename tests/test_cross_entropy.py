@@ -337,3 +337,50 @@ def test_class_axis_must_be_one_int():
         jitloss.cross_entropy(np.zeros((4, C)), np.zeros(4, np.int64), axis=(0, 1))
     with pytest.raises(np.exceptions.AxisError, match="axis"):
         jitloss.cross_entropy(np.zeros((4, C)), np.zeros(4, np.int64), axis=2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 1), (3, 14), (700, 30)])
+@pytest.mark.parametrize("red", ["mean", "sum"])
+def test_small_call_shortcut_matches_reference_and_general_path(dtype, shape, red):
+    # (N, C) C-contiguous logits with int64 labels, no weight, smoothing or z-loss take one
+    # compiled call; int32 labels take the general path, whose bits it must give
+    x = _rng(7).standard_normal(shape).astype(dtype)
+    y = _rng(8).integers(0, shape[1], shape[0])
+    y[-1] = -100
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    loss = jitloss.cross_entropy(x, y, reduction=red)
+    assert type(loss) is dtype
+    if shape[0] > 1:
+        np.testing.assert_allclose(loss, ref.cross_entropy(x, y, reduction=red), rtol=rtol)
+    np.testing.assert_array_equal(loss, jitloss.cross_entropy(x, y.astype(np.int32),
+                                                              reduction=red))
+    loss_g, g = jitloss.cross_entropy_with_grad(x, y, reduction=red)
+    np.testing.assert_array_equal(loss_g, loss)
+    assert g.dtype == dtype and g.shape == shape
+    np.testing.assert_allclose(g, ref.cross_entropy_grad(x, y, reduction=red), rtol=rtol,
+                               atol=rtol * 1e-2)
+    loss_b, g_b = jitloss.cross_entropy_with_grad(x, y.astype(np.int32), reduction=red)
+    np.testing.assert_array_equal(loss_b, loss)
+    np.testing.assert_array_equal(g, g_b)
+    x2 = x.copy()
+    _, g2 = jitloss.cross_entropy_with_grad(x2, y, reduction=red, grad_out=x2)
+    assert g2 is x2
+    np.testing.assert_array_equal(x2, g)
+
+
+def test_small_call_shortcut_errors_and_edge_cases():
+    x = _rng(9).standard_normal((3, 5))
+    with pytest.raises(ValueError, match=r"label 5 at position \(1,\), outside \[0, 5\)"):
+        jitloss.cross_entropy(x, np.array([0, 5, 1]))
+    with pytest.raises(ValueError, match=r"label -1 at position \(2,\)"):
+        jitloss.cross_entropy_with_grad(x, np.array([0, 1, -1]))
+    ignored = np.full(3, -100)
+    assert np.isnan(jitloss.cross_entropy(x, ignored))
+    loss, g = jitloss.cross_entropy_with_grad(x, ignored)
+    assert np.isnan(loss) and not g.any()
+    assert jitloss.cross_entropy(x, ignored, reduction="sum") == 0.0
+    frozen = x.copy()
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match="grad_out"):
+        jitloss.cross_entropy_with_grad(frozen, np.array([0, 1, 2]), grad_out=frozen)

@@ -24,6 +24,7 @@ from ._args import (
     float_inputs,
     normalize_axes,
 )
+from .cpu import PARALLEL_MIN_ELEMENTS as _PARALLEL_MIN
 from .cpu import _labels
 from .cpu import cross_entropy as _cpu
 
@@ -137,6 +138,25 @@ def _plan(logits, target, axis, weight, ignore_index, reduction, label_smoothing
                  denominator)
 
 
+def _small(logits, target, axis, weight, ignore_index, reduction, label_smoothing,
+           z_loss) -> bool:
+    """True for the commonest small call: (N, C) C-contiguous float32/float64 logits with
+    int64 class indices along the last axis, no weights, smoothing or z-loss, "mean" or
+    "sum".  It takes one compiled call (label scan and losses): 14 classes in about 5 us
+    instead of 20."""
+    return (
+        type(logits) is np.ndarray and type(target) is np.ndarray and weight is None
+        and logits.ndim == 2 and type(axis) is int and (axis == -1 or axis == 1)
+        and type(ignore_index) is int and -(2**63) <= ignore_index < 2**63
+        and (reduction == "mean" or reduction == "sum")
+        and type(label_smoothing) in (float, int) and label_smoothing == 0
+        and type(z_loss) in (float, int) and z_loss == 0
+        and 0 < logits.size < _PARALLEL_MIN and logits.dtype in _args.NATIVE
+        and logits.flags.c_contiguous and target.dtype == np.int64
+        and target.shape == logits.shape[:1] and target.flags.c_contiguous
+    )
+
+
 def _reduce(plan: _Plan, loss2: np.ndarray):
     """The returned loss, from the (outer, inner) per-sample losses."""
     per = plan.rows.restore2(loss2, False) if plan.reduction == "none" else loss2
@@ -227,6 +247,13 @@ def cross_entropy(
         return _cuda().cross_entropy_public(
             logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss
         )
+    if _small(logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss):
+        classes = logits.shape[1]
+        first, den, loss1 = _cpu.index_small(logits, target, ignore_index,
+                                             _ones(classes, logits.dtype))
+        if first >= 0:
+            raise _args.label_error(target, first, classes, ignore_index)
+        return _args.reduce_losses(loss1, reduction, den, logits.dtype)
     plan = _plan(logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss)
     if plan.kind == "index":
         loss2 = _cpu.index_loss(plan.x3, plan.y2, plan.w, plan.wsum, plan.ignore, plan.eps,
@@ -297,6 +324,18 @@ def cross_entropy_with_grad(
             logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss,
             dloss, grad_out,
         )
+    if dloss is None and (
+        grad_out is None or (grad_out is logits and logits.flags.writeable)
+    ) and _small(
+            logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss):
+        classes = logits.shape[1]
+        g2 = np.empty_like(logits) if grad_out is None else grad_out
+        first, den, loss1 = _cpu.index_grad_small(logits, target, ignore_index,
+                                                  _ones(classes, logits.dtype),
+                                                  reduction == "mean", g2)
+        if first >= 0:
+            raise _args.label_error(target, first, classes, ignore_index)
+        return _args.reduce_losses(loss1, reduction, den, logits.dtype), g2
     plan = _plan(logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss)
     scale2 = _scale2(plan, dloss)
     rows = plan.rows

@@ -35,6 +35,7 @@ from numba import njit, prange, uint64
 
 from .. import _formulas as formulas
 from . import lane_width, run
+from ._labels import scan
 from ._math import (
     AHEAD,
     BLOCK,
@@ -92,6 +93,34 @@ def index_loss_grad(x3, y2, w, wsum, ignore, eps, z, scale2, g3=None):
         args = (x3, y2, w, wsum, ignore, eps, z, scale2, loss2, g3, _width(x3))
         run(_index_grad_lanes_serial, _index_grad_lanes, x3.size, *args)
     return loss2, g3
+
+
+@njit(cache=True)
+def index_small(x2, y1, ignore, w):
+    """(first, denominator, loss1) for a small call with class indices, unit weights and
+    neither smoothing nor z-loss: the label scan (``_labels.scan``) and, if every label is
+    valid (first == -1), the per-sample losses, in one compiled call (the serial kernel:
+    the same bits as the general path)."""
+    first, denominator = scan(y1, x2.shape[1], ignore, w)
+    loss1 = np.empty(x2.shape[0], np.float64)
+    if first < 0:
+        _index_rows_serial(x2, y1, w, float(x2.shape[1]), ignore, 0.0, 0.0, loss1)
+    return first, denominator, loss1
+
+
+@njit(cache=True)
+def index_grad_small(x2, y1, ignore, w, mean, g2):
+    """index_small with the gradient into g2 (which may be x2), for dloss = 1."""
+    first, denominator = scan(y1, x2.shape[1], ignore, w)
+    loss1 = np.empty(x2.shape[0], np.float64)
+    if first < 0:
+        k = 1.0
+        if mean:  # as _args.upstream_scale
+            k = k / denominator if denominator != 0 else 0.0
+        scale1 = np.full(x2.shape[0], k)
+        _index_grad_rows_serial(x2, y1, w, float(x2.shape[1]), ignore, 0.0, 0.0, scale1,
+                                loss1, g2)
+    return first, denominator, loss1
 
 
 def prob_loss(x3, t3, w, eps, z):
