@@ -258,6 +258,43 @@ def test_log_softmax_rows_too_long_to_store_their_exponentials(dtype):
     jitloss.log_softmax(y, out=y)
     np.testing.assert_array_equal(y, got)
 
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_long_rows_read_once_online(dtype):
+    # rows over ONLINE_ROW_BYTES are read once for their maximum and sums, chunk by chunk,
+    # the sums so far rescaled whenever a chunk raises the maximum
+    from jitloss.cpu import _math
+
+    C = _math.ONLINE_ROW_BYTES // np.dtype(dtype).itemsize + 3 * _math.ONLINE_CHUNK + 7
+    x = _rng(23).standard_normal((9, C)).astype(dtype) * 4
+    x[0] = np.linspace(-30, 30, C)  # the maximum grows in every chunk
+    x[1] = np.linspace(30, -30, C)  # ... in none after the first
+    x[2, -1] = 80.0  # one dominant class, in the last (partial) chunk: log p near 0
+    x[3, : 2 * _math.ONLINE_CHUNK] = -np.inf  # chunks that add nothing, then finite ones
+    x[4, C // 2] = 9.0
+    x[4, C // 2 + 1] = 9.0  # two tied maxima
+    x[5, -3] = np.nan  # NaN late in the row, after the maximum
+    x[6, 5] = np.inf
+    x[6, -2] = np.nan  # +inf, then NaN: NaN
+    x[7] = -np.inf
+    x[8, 10] = np.inf  # +inf alone
+    want_lse = ref.logsumexp(x)
+    got_lse = jitloss.logsumexp(x)
+    fin = np.isfinite(want_lse)
+    np.testing.assert_allclose(got_lse[fin], want_lse[fin], rtol=RTOL[dtype])
+    np.testing.assert_array_equal(got_lse[~fin], want_lse[~fin])
+    got = jitloss.log_softmax(x)
+    assert_close(got[:5], ref.log_softmax(x[:5]), dtype, atol=1e-30)
+    assert np.isnan(got[5:]).all()
+    p_max = ref.log_softmax(x[2:3])[0, -1]
+    assert got[2, -1] < 0 and abs(got[2, -1] / p_max - 1) < RTOL[dtype]
+    rows, labels = [0, 1, 2, 4], np.array([0, 1, C - 1, C // 2])  # (the reference makes
+    # 0 * inf = NaN of row 3's -inf logits)
+    np.testing.assert_allclose(
+        jitloss.cross_entropy(x[rows], labels, reduction="none"),
+        ref.cross_entropy(x[rows], labels, reduction="none"), rtol=RTOL[dtype] * 10)
+
+
 def _extreme_rows(rng):
     rows = [rng.standard_normal(n) * s for n, s in [(5, 1), (17, 10), (64, 3), (33, 100)]]
     rows.append(np.array([0.0, -40.0]))

@@ -51,9 +51,9 @@ from ._math import (
     near_ok,
     prefetch_lanes,
     row_exp,
+    row_lse_parts,
     row_range,
     row_rest,
-    row_sumexp,
 )
 
 _ONE = (1.0, 0.0)  # exp_sub's 1/T for T = 1
@@ -188,10 +188,9 @@ def _row_target_sums(x2, t2, i, w, m, k1, k0):
 def _index_row(x2, i, y, w, wsum, ignore, eps, z):
     if y == ignore:
         return 0.0
-    m, low = row_range(x2, i)
+    m, rest, ties = row_lse_parts(x2, i, _ONE)
     if not math.isfinite(m):
         return np.nan
-    rest, ties = row_sumexp(x2, i, m, _ONE, near_ok(m, low, _ONE))
     gap = _row_gap(x2, i, m, w) if eps > 0 else 0.0
     return formulas.index_loss(
         np.float64(m), np.float64(x2[i, y]), log1p_rest(rest, ties), np.float64(w[y]), wsum,
@@ -240,13 +239,12 @@ def _index_grad_row(x2, i, y, w, wsum, ignore, eps, z, scale, g2):
 
 @njit
 def _prob_row(x2, t2, i, w, eps, z):
-    m, low = row_range(x2, i)
+    m, rest, ties = row_lse_parts(x2, i, _ONE)
     if not math.isfinite(m):
         return np.nan
     k1 = as_type_of(1.0 - eps, x2)
     k0 = as_type_of(eps / x2.shape[1], x2)
     mass, gap = _row_target_sums(x2, t2, i, w, m, k1, k0)
-    rest, ties = row_sumexp(x2, i, m, _ONE, near_ok(m, low, _ONE))
     L = log1p_rest(rest, ties)
     return formulas.prob_loss(gap, L, mass, z, np.float64(m) + L)
 

@@ -37,17 +37,18 @@ from ._math import (
     row_dot,
     row_exp,
     row_exp_store,
+    ONLINE_ROW_BYTES,
     row_lse,
+    row_lse_parts,
     row_rest,
     row_range,
-    row_sumexp,
     row_sum,
 )
 
 
-STORE_ROW_BYTES = 256 << 10  # log_softmax rows up to this size store their exponentials
-# (measured, ratio to np.copyto: 256 x 32000 float32 0.92-1.00x storing, 1.12-1.21x not;
-# 32 x 128256 1.24-1.32x storing, 1.20-1.26x not)
+STORE_ROW_BYTES = ONLINE_ROW_BYTES  # log_softmax rows up to this size store their
+# exponentials (measured, ratio to np.copyto: 256 x 32000 float32 0.92-1.00x storing,
+# 1.12-1.21x not); longer ones take row_lse_parts' one online pass, then form the output
 
 
 # --- launchers -----------------------------------------------------------------------------
@@ -172,9 +173,8 @@ def _softmax_row(x2, out2, i, s):
         inv = as_type_of(1.0 / row_exp_store(x2, i, m, s, out2, near_ok(m, low, s)), x2)
         for j in range(x2.shape[1]):
             out2[i, j] *= inv
-    else:  # +inf, or all -inf (a NaN below a finite maximum arrives through the sum)
-        for j in range(x2.shape[1]):
-            out2[i, j] = np.nan
+    else:  # +inf, NaN, or all -inf
+        _nan_row(out2, i)
 
 
 @njit(parallel=True, cache=True)
@@ -193,27 +193,34 @@ def _softmax_rows_serial(x2, out2, s):
 
 
 @njit
+def _nan_row(out2, i):
+    for j in range(out2.shape[1]):
+        out2[i, j] = np.nan
+
+
+@njit
 def _log_softmax_row(x2, out2, i, s, in_place):
     # A row of up to STORE_ROW_BYTES stores its exponentials in out2, then sums them
     # (cheaper than masking them into a sum as they are made), so an in-place call keeps
-    # row i of x2 aside first: both give the same bits.  A longer row does not fit in L2
-    # and storing would cost two more trips to L3: it sums the terms as they are made.
-    m, low = row_range(x2, i)
-    if not math.isfinite(m):
-        for j in range(x2.shape[1]):
-            out2[i, j] = np.nan
-        return
-    near = near_ok(m, low, s)
+    # row i of x2 aside first: both give the same bits.  A longer row does not fit in L2:
+    # row_lse_parts reads it once (online) for its maximum and sums, then the output pass.
     src, k = x2, i
     if x2.shape[1] * x2.itemsize <= STORE_ROW_BYTES:
+        m, low = row_range(x2, i)
+        if not math.isfinite(m):
+            _nan_row(out2, i)
+            return
         if in_place:
             src, k = np.empty((1, x2.shape[1]), x2.dtype), i - i  # 0 of i's (prange) type
             for j in range(x2.shape[1]):
                 src[0, j] = x2[i, j]
-        row_exp(x2, i, m, s, out2, near)
+        row_exp(x2, i, m, s, out2, near_ok(m, low, s))
         rest, ties = row_rest(out2, i)
     else:
-        rest, ties = row_sumexp(x2, i, m, s, near)
+        m, rest, ties = row_lse_parts(x2, i, s)
+        if not math.isfinite(m):
+            _nan_row(out2, i)
+            return
     sm = as_type_of(s[0], x2)
     lsm = as_type_of(log1p_rest(rest, ties), x2)
     for j in range(x2.shape[1]):
