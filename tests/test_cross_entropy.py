@@ -367,6 +367,10 @@ def test_small_call_shortcut_matches_reference_and_general_path(dtype, shape, re
     _, g2 = jitloss.cross_entropy_with_grad(x2, y, reduction=red, grad_out=x2)
     assert g2 is x2
     np.testing.assert_array_equal(x2, g)
+    g3 = np.full_like(x, np.nan)
+    _, g3_ret = jitloss.cross_entropy_with_grad(x, y, reduction=red, grad_out=g3)
+    assert g3_ret is g3
+    np.testing.assert_array_equal(g3, g)
 
 
 def test_small_call_shortcut_errors_and_edge_cases():
@@ -380,6 +384,12 @@ def test_small_call_shortcut_errors_and_edge_cases():
     loss, g = jitloss.cross_entropy_with_grad(x, ignored)
     assert np.isnan(loss) and not g.any()
     assert jitloss.cross_entropy(x, ignored, reduction="sum") == 0.0
+    buf = np.concatenate([x.ravel(), np.zeros(5)])
+    logits = buf[:15].reshape(3, 5)
+    grad_out = buf[5:].reshape(3, 5)  # overlaps the logits shifted by a row
+    want = jitloss.cross_entropy_with_grad(logits.copy(), np.array([0, 1, 2]))[1]
+    jitloss.cross_entropy_with_grad(logits, np.array([0, 1, 2]), grad_out=grad_out)
+    np.testing.assert_array_equal(grad_out, want)
     frozen = x.copy()
     frozen.flags.writeable = False
     with pytest.raises(ValueError, match="grad_out"):
