@@ -296,3 +296,48 @@ def test_grad_out_errors():
         jitloss.multiclass_hinge_loss_with_grad(x, [0, 1, 1, 2], grad_out=np.zeros((3, 4)))
     with pytest.raises(TypeError, match="grad_out"):
         jitloss.max_margin_loss_with_grad(x, grad_out=np.zeros((4, 3), np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("red", ["mean", "sum", "none"])
+def test_class_index_fast_plan_matches_the_general_one(dtype, red):
+    # (N, C) C-contiguous scores with int64 labels skip the general argument layer; int32
+    # labels take it: the same bits, the same errors
+    x = (_rng(31).standard_normal((6, 9)) * 2).astype(dtype)
+    y = _rng(32).integers(0, 9, 6)
+    w = _rng(33).random(9) + 0.5
+    calls = [
+        (jitloss.multi_margin_loss, {}),
+        (jitloss.multi_margin_loss, {"p": 2, "margin": 0.5, "weight": w}),
+        (jitloss.multiclass_hinge_loss, {"margin": 2}),
+    ]
+    for fn, kw in calls:
+        fast = fn(x, y, reduction=red, **kw)
+        np.testing.assert_array_equal(fast, fn(x, y.astype(np.int32), reduction=red, **kw))
+        assert np.shape(fast) == ((6,) if red == "none" else ())
+        assert np.asarray(fast).dtype == dtype
+    grads = [
+        (jitloss.multi_margin_loss_with_grad, {"p": 2, "weight": w}),
+        (jitloss.multiclass_hinge_loss_with_grad, {}),
+    ]
+    for fn, kw in grads:
+        loss, g = fn(x, y, reduction=red, **kw)
+        loss_b, g_b = fn(x, y.astype(np.int32), reduction=red, **kw)
+        np.testing.assert_array_equal(loss, loss_b)
+        np.testing.assert_array_equal(g, g_b)
+        x2 = x.copy()
+        assert fn(x2, y, reduction=red, grad_out=x2, **kw)[1] is x2
+        np.testing.assert_array_equal(x2, g)
+    per = ref.multi_margin_per_sample(x, y, 1, 1.0, None, -1)
+    want = {"none": per, "sum": per.sum(), "mean": per.mean()}[red]
+    np.testing.assert_allclose(jitloss.multi_margin_loss(x, y, reduction=red), want,
+                               rtol=1e-6 if dtype == np.float32 else 1e-13)
+    bad = y.copy()
+    bad[4] = 9
+    for fn in (jitloss.multi_margin_loss, jitloss.multiclass_hinge_loss_with_grad):
+        with pytest.raises(ValueError, match=r"label 9 at position \(4,\), outside \[0, 9\)"):
+            fn(x, bad)
+    with pytest.raises(ValueError, match="margin"):
+        jitloss.multi_margin_loss(x, y, margin=-1.0)
+    with pytest.raises(ValueError, match="reduction"):
+        jitloss.multiclass_hinge_loss(x, y, reduction="avg")

@@ -230,6 +230,24 @@ class _IndexPlan(NamedTuple):
 
 
 def _index_plan(scores, target, axis, margin, reduction) -> _IndexPlan:
+    if (
+        type(scores) is np.ndarray and type(target) is np.ndarray and scores.ndim == 2
+        and type(axis) is int and (axis == -1 or axis == 1)
+        and scores.dtype in _args.NATIVE and scores.flags.c_contiguous
+        and target.dtype == np.int64 and target.shape == scores.shape[:1]
+        and target.flags.c_contiguous and type(reduction) is str
+        and reduction in _args.REDUCTIONS and type(margin) in (float, int)
+        and 0 <= margin < float("inf")
+    ):
+        # the common case ((N, C) C-contiguous rows, int64 labels) without the general
+        # machinery: a third of a small call (14 classes: 23 -> 12 us)
+        n, classes = scores.shape
+        first, _ = _labels.scan(target, classes, _NO_IGNORE, _unit(classes, scores.dtype))
+        if first >= 0:
+            raise _args.label_error(target, first, classes, None)
+        rows = Rows(scores.shape, (1,), (0, 1), n, classes, 1)
+        return _IndexPlan(rows, scores, target, scores.dtype, scores.dtype, float(margin),
+                          reduction)
     reduction = check_reduction(reduction)
     margin = check_nonnegative(margin, "margin")
     (x,), compute, result = float_inputs((scores, "scores"))
