@@ -221,6 +221,23 @@ def test_hinge_gradient_picks_first_argmax_and_is_zero_at_the_hinge():
     np.testing.assert_array_equal(g, [[0, 1, 0, -1], [0, 0, 0, 0]])
 
 
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_hinge_first_argmax_past_the_target_in_a_later_span(dtype):
+    # the argmax search tests spans of 64 classes at once: the target's own x_y + margin
+    # equals the maximum in the first span (and must not count), the maxima lie further on
+    x = np.zeros((2, 200), dtype)
+    x[:, 10] = 5.0  # the target: 5 + 1 == 6 == the maximum, but j == y is excluded
+    x[:, 150] = 5.0  # the first j != y attaining it
+    x[:, 190] = 5.0
+    x[1, 63] = 5.0  # row 1: one at the very end of the first span
+    loss, g = jitloss.multiclass_hinge_loss_with_grad(x, np.array([10, 10]), reduction="none")
+    np.testing.assert_array_equal(loss, [1.0, 1.0])
+    want = np.zeros((2, 200))
+    want[0, 150] = want[1, 63] = 1.0
+    want[:, 10] = -1.0
+    np.testing.assert_array_equal(g, want)
+
 def test_hinge_single_class_and_nan():
     assert jitloss.multiclass_hinge_loss(np.array([[3.0]]), [0]) == 0.0
     loss, g = jitloss.multiclass_hinge_loss_with_grad(np.array([[np.nan, 1.0]]), [1],
