@@ -345,6 +345,13 @@ def test_class_index_fast_plan_matches_the_general_one(dtype, red):
         x2 = x.copy()
         assert fn(x2, y, reduction=red, grad_out=x2, **kw)[1] is x2
         np.testing.assert_array_equal(x2, g)
+        g3 = np.full_like(x, np.nan)
+        assert fn(x, y, reduction=red, grad_out=g3, **kw)[1] is g3
+        np.testing.assert_array_equal(g3, g)
+        buf = np.concatenate([x.ravel(), np.zeros(9, dtype)])
+        shifted = buf[9:].reshape(x.shape)  # overlaps the scores, one row along
+        fn(buf[:-9].reshape(x.shape), y, reduction=red, grad_out=shifted, **kw)
+        np.testing.assert_array_equal(shifted, g)
     per = ref.multi_margin_per_sample(x, y, 1, 1.0, None, -1)
     want = {"none": per, "sum": per.sum(), "mean": per.mean()}[red]
     np.testing.assert_allclose(jitloss.multi_margin_loss(x, y, reduction=red), want,

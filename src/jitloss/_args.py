@@ -171,6 +171,17 @@ def check_reduction(reduction) -> str:
     return reduction
 
 
+def plain_out(out, a) -> bool:
+    """True if a kernel may write straight into ``out`` for the C-contiguous ndarray ``a``:
+    a writeable C-contiguous ndarray of a's shape and dtype, ``a`` itself or apart from it
+    (the small-call paths; anything else goes through ``check_out`` and a view)."""
+    return (
+        type(out) is np.ndarray and out.flags.writeable and out.flags.c_contiguous
+        and type(a) is np.ndarray and out.shape == a.shape and out.dtype == a.dtype
+        and (out is a or not np.may_share_memory(out, a))
+    )
+
+
 def label_error(labels: np.ndarray, flat: int, classes: int, ignore_index, name="target"):
     """The ValueError for the label at C-order flat index ``flat`` of ``labels``."""
     pos = np.unravel_index(flat, labels.shape) if labels.ndim else ()

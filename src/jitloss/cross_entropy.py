@@ -157,17 +157,6 @@ def _small(logits, target, axis, weight, ignore_index, reduction, label_smoothin
     )
 
 
-def _plain_grad_out(grad_out, logits) -> bool:
-    """grad_out the small-call path can write into directly: a writeable C-contiguous
-    ndarray of the logits' shape and dtype, the logits themselves or apart from them."""
-    return (
-        type(grad_out) is np.ndarray and grad_out.flags.writeable
-        and grad_out.flags.c_contiguous and type(logits) is np.ndarray
-        and grad_out.shape == logits.shape and grad_out.dtype == logits.dtype
-        and (grad_out is logits or not np.may_share_memory(grad_out, logits))
-    )
-
-
 def _reduce(plan: _Plan, loss2: np.ndarray):
     """The returned loss, from the (outer, inner) per-sample losses."""
     per = plan.rows.restore2(loss2, False) if plan.reduction == "none" else loss2
@@ -335,7 +324,7 @@ def cross_entropy_with_grad(
             logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss,
             dloss, grad_out,
         )
-    if dloss is None and (grad_out is None or _plain_grad_out(grad_out, logits)) and _small(
+    if dloss is None and (grad_out is None or _args.plain_out(grad_out, logits)) and _small(
             logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss):
         classes = logits.shape[1]
         g2 = np.empty_like(logits) if grad_out is None else grad_out

@@ -227,6 +227,7 @@ class _IndexPlan(NamedTuple):
     result: np.dtype
     margin: float
     reduction: str
+    plain: bool = False  # (N, C) C-contiguous rows in the caller's own shape
 
 
 def _index_plan(scores, target, axis, margin, reduction) -> _IndexPlan:
@@ -247,7 +248,7 @@ def _index_plan(scores, target, axis, margin, reduction) -> _IndexPlan:
             raise _args.label_error(target, first, classes, None)
         rows = Rows(scores.shape, (1,), (0, 1), n, classes, 1)
         return _IndexPlan(rows, scores, target, scores.dtype, scores.dtype, float(margin),
-                          reduction)
+                          reduction, True)
     reduction = check_reduction(reduction)
     margin = check_nonnegative(margin, "margin")
     (x,), compute, result = float_inputs((scores, "scores"))
@@ -312,6 +313,8 @@ def _index_grad_out(plan: _IndexPlan, grad_out):
     """grad_out as the kernel's (samples, classes) rows if it may write them, or None."""
     if grad_out is None:
         return None
+    if plan.plain and _args.plain_out(grad_out, plan.x2):
+        return grad_out
     rows = plan.rows
     check_out(grad_out, rows.shape, plan.result, "grad_out")
     if plan.result != plan.compute:
@@ -323,6 +326,9 @@ def _index_grad_out(plan: _IndexPlan, grad_out):
 
 
 def _index_results(plan: _IndexPlan, loss1, grad_out=None, direct=None, g2=None):
+    if plan.plain:  # results already in the caller's shape and dtype
+        loss = _args.reduce_losses(loss1, plan.reduction, plan.rows.outer, plan.result)
+        return loss if g2 is None else (loss, _deliver_grad(grad_out, direct, g2, plan))
     rows = plan.rows
     per = loss1.reshape(rows.outer, 1)
     loss = _args.reduce_losses(rows.restore2(per, False), plan.reduction, rows.outer,
