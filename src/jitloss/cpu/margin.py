@@ -278,12 +278,17 @@ def _multi_margin_grad_rows_serial(x2, y1, w, p, margin, k1, loss1, g2):
 
 @njit(fastmath=_REDUCE)
 def _augmented_max(x2, i, y, margin):
-    """max_{j != y} (x_j + margin), NaN if any score is NaN; -inf for a single class."""
-    m = as_type_of(margin, x2)
-    low = as_type_of(-np.inf, x2)
-    best = low
-    for j in range(x2.shape[1]):
-        best = max_nan(best, x2[i, j] + m if j != y else low)
+    """max_{j != y} (x_j + margin), NaN if any score is NaN; -inf for a single class.
+
+    Taken as max_{j != y} x_j + margin, over the classes before y and after it: rounding
+    is monotonic, so it is the same value, and two plain reductions vectorise where a
+    select on j != y in one loop cost about twice as much."""
+    best = as_type_of(-np.inf, x2)
+    for j in range(y):
+        best = max_nan(best, x2[i, j])
+    for j in range(y + 1, x2.shape[1]):
+        best = max_nan(best, x2[i, j])
+    best = best + as_type_of(margin, x2)
     return best if not math.isnan(x2[i, y]) else x2[i, y]
 
 
