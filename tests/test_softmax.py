@@ -414,6 +414,25 @@ def test_small_logsumexp_shortcut_matches_reference_and_general_path(dtype, shap
     assert type(got) is type(general)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1,), (14,), (3, 14), (2, 3, 5)])
+def test_small_backward_shortcut_matches_reference_and_general_path(dtype, shape):
+    x = _rng(12).standard_normal(shape).astype(dtype)
+    dy = _rng(13).standard_normal(shape).astype(dtype)
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    y, logp = jitloss.softmax(x), jitloss.log_softmax(x)
+    cases = [(jitloss.softmax_backward, y, ref.softmax_backward),
+             (jitloss.log_softmax_backward, logp, ref.log_softmax_backward)]
+    for fn, out, reference in cases:
+        got = fn(out, dy)
+        assert got.dtype == dtype and got.shape == shape
+        np.testing.assert_allclose(got, reference(out, dy, axis=-1), rtol=rtol,
+                                   atol=rtol * 1e-2)
+        np.testing.assert_array_equal(got, fn(out, dy, axis=(-1,)))  # the general path
+        np.testing.assert_array_equal(got, fn(out, dy, temperature=1))
+        buf = np.empty_like(got)
+        np.testing.assert_array_equal(got, fn(out, dy, out=buf))
+
 def test_kernel_outputs_take_the_fast_path(monkeypatch):
     # arrays allocated by numba carry dtype objects of their own; a dtype compared by
     # identity sent softmax(x) into the general path of softmax_backward (5 -> 20 us)

@@ -110,6 +110,22 @@ def log_softmax_small(x2):
 
 
 @njit(cache=True)
+def softmax_backward_small(y2, dy2):
+    """softmax_backward's twin of softmax_small (temperature 1)."""
+    out2 = np.empty_like(y2)
+    _softmax_backward_rows_serial(y2, dy2, out2, (1.0, 0.0))
+    return out2
+
+
+@njit(cache=True)
+def log_softmax_backward_small(logp2, dy2):
+    """log_softmax_backward's twin of softmax_small (temperature 1)."""
+    out2 = np.empty_like(logp2)
+    _log_softmax_backward_rows_serial(logp2, dy2, out2, (1.0, 0.0))
+    return out2
+
+
+@njit(cache=True)
 def logsumexp_small(x2):
     """logsumexp's twin of softmax_small: one value per row."""
     out1 = np.empty(x2.shape[0], x2.dtype)
