@@ -778,6 +778,16 @@ def test_axis_out_of_range(axis):
         jitloss.logsumexp(np.zeros((2, 3)), axis=axis)
 
 
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax", "logsumexp", "softmax_backward",
+                                  "log_softmax_backward"])
+def test_zero_dimensional_input_has_no_last_axis(name):
+    # the small-call paths must not take a 0-d array (no last axis): AxisError, as NumPy
+    fn = getattr(jitloss, name)
+    args = (np.array(0.5),) * (2 if name.endswith("backward") else 1)
+    with pytest.raises(np.exceptions.AxisError, match="axis"):
+        fn(*args)
+
 def test_axis_repeated_or_of_wrong_type():
     with pytest.raises(ValueError, match="axis"):
         jitloss.softmax(np.zeros((2, 3)), axis=(0, 0))

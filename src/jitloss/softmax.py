@@ -251,7 +251,7 @@ def logsumexp(x: ArrayLike, axis: Axis = -1, *, b: Optional[ArrayLike] = None,
     (np.float64(1.5413248546129181), np.float64(-1.0))
     """
     if (b is None and out is None and not return_sign and type(x) is np.ndarray
-            and type(axis) is int and (axis == -1 or axis == x.ndim - 1)
+            and x.ndim and type(axis) is int and (axis == -1 or axis == x.ndim - 1)
             and 0 < x.size < _PARALLEL_MIN and x.dtype in _args.NATIVE
             and x.flags.c_contiguous):
         # the commonest small call in one compiled call, as for softmax (_small_rows):
