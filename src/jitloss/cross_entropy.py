@@ -142,7 +142,7 @@ def _small(logits, target, axis, weight, ignore_index, reduction, label_smoothin
            z_loss) -> bool:
     """True for the commonest small call: (N, C) C-contiguous float32/float64 logits with
     int64 class indices along the last axis, no weights, smoothing or z-loss, "mean" or
-    "sum".  It takes one compiled call (label scan and losses): 14 classes in about 5 us
+    "sum".  It takes one compiled call (label scan and losses): 14 classes in about 7 us
     instead of 20."""
     return (
         type(logits) is np.ndarray and type(target) is np.ndarray and weight is None
