@@ -240,8 +240,8 @@ def _index_plan(scores, target, axis, margin, reduction) -> _IndexPlan:
         and reduction in _args.REDUCTIONS and type(margin) in (float, int)
         and 0 <= margin < float("inf")
     ):
-        # the common case ((N, C) C-contiguous rows, int64 labels) without the general
-        # machinery, and _index_results its reshapes (14 classes: 23-33 -> 9-17 us)
+        # the common case ((N, C) C-contiguous rows, int64 labels) skips the general
+        # machinery, and _index_results skips its reshapes (14 classes: 23-33 -> 9-17 us)
         n, classes = scores.shape
         first, _ = _labels.scan(target, classes, _NO_IGNORE, _unit(classes, scores.dtype))
         if first >= 0:
