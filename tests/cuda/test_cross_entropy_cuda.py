@@ -84,3 +84,13 @@ def test_errors_match_the_cpu():
         jitloss.cross_entropy(x, dev(np.zeros(4)))
     with pytest.raises(ValueError, match="ignore_index"):
         jitloss.cross_entropy(x, dev(np.full((4, 5), 0.2)), ignore_index=1)
+
+
+def test_fused_kernels_are_built_once_per_dtype():
+    # a device helper inserted between ``kernels`` and its lru_cache took the cache: every
+    # call rebuilt (and on a GPU recompiled) the kernels, and the helper became an
+    # lru_cache wrapper that device code cannot call
+    from jitloss.cuda import cross_entropy as cuda_ce
+
+    assert cuda_ce.kernels(np.float32) is cuda_ce.kernels(np.float32)
+    assert not hasattr(cuda_ce._fill_sample, "cache_info")

@@ -140,7 +140,6 @@ def scan_labels(labels_flat, classes, ignore, w, name="target"):
 # --- the fused kernels ---------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
 @cuda.jit(device=True)
 def _fill_sample(g3, loss2, o, i, lane, group, grad, value):
     # a sample whose loss and gradient are all ``value`` (0 when ignored, NaN when its row
@@ -152,6 +151,7 @@ def _fill_sample(g3, loss2, o, i, lane, group, grad, value):
         loss2[o, i] = value
 
 
+@functools.lru_cache(maxsize=None)
 def kernels(dtype):
     """The fused kernels for one dtype (the shared row cache is declared with it)."""
     nbtype = numba.from_dtype(np.dtype(dtype))
