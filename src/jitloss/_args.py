@@ -171,6 +171,19 @@ def check_reduction(reduction) -> str:
     return reduction
 
 
+def plain_index_rows(x, target, axis) -> bool:
+    """True for the commonest call with class indices: ``x`` an (N, C) C-contiguous
+    float32/float64 ndarray with the classes along the last axis, ``target`` a C-contiguous
+    int64 ndarray of shape (N,).  Such calls may skip ``Rows`` and the label reshaping."""
+    return (
+        type(x) is np.ndarray and type(target) is np.ndarray and x.ndim == 2
+        and type(axis) is int and (axis == -1 or axis == 1)
+        and x.dtype in NATIVE and x.flags.c_contiguous
+        and target.dtype == np.int64 and target.shape == x.shape[:1]
+        and target.flags.c_contiguous
+    )
+
+
 def plain_out(out, a) -> bool:
     """True if a kernel may write straight into ``out`` for the C-contiguous ndarray ``a``:
     a writeable C-contiguous ndarray of a's shape and dtype, ``a`` itself or apart from it

@@ -232,11 +232,7 @@ class _IndexPlan(NamedTuple):
 
 def _index_plan(scores, target, axis, margin, reduction) -> _IndexPlan:
     if (
-        type(scores) is np.ndarray and type(target) is np.ndarray and scores.ndim == 2
-        and type(axis) is int and (axis == -1 or axis == 1)
-        and scores.dtype in _args.NATIVE and scores.flags.c_contiguous
-        and target.dtype == np.int64 and target.shape == scores.shape[:1]
-        and target.flags.c_contiguous and type(reduction) is str
+        _args.plain_index_rows(scores, target, axis) and type(reduction) is str
         and reduction in _args.REDUCTIONS and type(margin) in (float, int)
         and 0 <= margin < float("inf")
     ):
