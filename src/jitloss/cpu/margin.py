@@ -20,10 +20,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, uint64
 
 from . import run
-from ._math import _REDUCE, as_type_of, max_nan
+from ._math import _REDUCE, as_type_of, max_nan, max_span
 
 # --- launchers -----------------------------------------------------------------------------
 
@@ -283,11 +283,9 @@ def _augmented_max(x2, i, y, margin):
     Taken as max_{j != y} x_j + margin, over the classes before y and after it: rounding
     is monotonic, so it is the same value, and two plain reductions vectorise where a
     select on j != y in one loop cost about twice as much."""
-    best = as_type_of(-np.inf, x2)
-    for j in range(y):
-        best = max_nan(best, x2[i, j])
-    for j in range(y + 1, x2.shape[1]):
-        best = max_nan(best, x2[i, j])
+    u = uint64(y)
+    rest = uint64(x2.shape[1]) - u - uint64(1)
+    best = max_nan(max_span(x2, i, uint64(0), u), max_span(x2, i, u + uint64(1), rest))
     best = best + as_type_of(margin, x2)
     return best if not math.isnan(x2[i, y]) else x2[i, y]
 

@@ -239,7 +239,15 @@ def _log_softmax_row(x2, out2, i, s, in_place):
             return
     sm = as_type_of(s[0], x2)
     lsm = as_type_of(log1p_rest(rest, ties), x2)
-    for j in range(x2.shape[1]):
+    _log_softmax_out(src, k, out2, i, m, sm, lsm)
+
+
+@njit
+def _log_softmax_out(src, k, out2, i, m, sm, lsm):
+    # out2[i] = (src[k] - m) * sm - lsm.  A function of its own: inlined after the branch on
+    # the row length, this loop ran 2x slower on znver5 (AVX-512): 1.1 ns per float32
+    # element for the whole row against 0.59.
+    for j in range(out2.shape[1]):
         out2[i, j] = (src[k, j] - m) * sm - lsm
 
 
