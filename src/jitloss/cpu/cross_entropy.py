@@ -51,6 +51,7 @@ from ._math import (
     near_ok,
     prefetch_lanes,
     row_exp,
+    row_fill,
     row_lse_parts,
     row_range,
     row_rest,
@@ -199,21 +200,14 @@ def _index_row(x2, i, y, w, wsum, ignore, eps, z):
 
 
 @njit
-def _fill(g2, i, value):
-    v = as_type_of(value, g2)
-    for j in range(g2.shape[1]):
-        g2[i, j] = v
-
-
-@njit
 def _index_grad_row(x2, i, y, w, wsum, ignore, eps, z, scale, g2):
     C = x2.shape[1]
     if y == ignore:
-        _fill(g2, i, 0.0)
+        row_fill(g2, i, 0.0)
         return 0.0
     m, low = row_range(x2, i)
     if not math.isfinite(m):
-        _fill(g2, i, np.nan)
+        row_fill(g2, i, np.nan)
         return np.nan
     xy = np.float64(x2[i, y])  # read before g2 (possibly x2 itself) is written
     gap = _row_gap(x2, i, m, w) if eps > 0 else 0.0
@@ -254,7 +248,7 @@ def _prob_grad_row(x2, t2, i, w, eps, z, scale, g2):
     C = x2.shape[1]
     m, low = row_range(x2, i)
     if not math.isfinite(m):
-        _fill(g2, i, np.nan)
+        row_fill(g2, i, np.nan)
         return np.nan
     k1 = as_type_of(1.0 - eps, x2)
     k0 = as_type_of(eps / C, x2)

@@ -23,7 +23,7 @@ import numpy as np
 from numba import njit, prange, uint64
 
 from . import run
-from ._math import _REDUCE, as_type_of, max_nan, max_span
+from ._math import _REDUCE, as_type_of, max_nan, max_span, row_fill
 
 # --- launchers -----------------------------------------------------------------------------
 
@@ -339,17 +339,14 @@ def _hinge_rows_serial(x2, y1, margin, loss1):
 @njit
 def _hinge_grad_row(x2, i, y, margin, k, g2):
     # g = k (e_j* - e_y) with j* the first j != y attaining the maximum, if it beats x_y
-    C = x2.shape[1]
     best = _augmented_max(x2, i, y, margin)
     xy = np.float64(x2[i, y])
     m = as_type_of(margin, x2)
     if math.isnan(best) or math.isnan(xy):
-        for j in range(C):
-            g2[i, j] = np.nan
+        row_fill(g2, i, np.nan)
         return np.nan
     star = _first_attaining(x2, i, y, m, best) if np.float64(best) > xy else -1
-    for j in range(C):
-        g2[i, j] = 0.0
+    row_fill(g2, i, 0.0)
     if star >= 0:
         g2[i, star] = as_type_of(k, g2)
         g2[i, y] = -as_type_of(k, g2)

@@ -36,6 +36,7 @@ from ._math import (
     prefetch_lanes,
     row_dot,
     row_exp,
+    row_fill,
     row_exp_store,
     ONLINE_ROW_BYTES,
     row_lse,
@@ -190,7 +191,7 @@ def _softmax_row(x2, out2, i, s):
         for j in range(x2.shape[1]):
             out2[i, j] *= inv
     else:  # +inf, NaN, or all -inf
-        _nan_row(out2, i)
+        row_fill(out2, i, np.nan)
 
 
 @njit(parallel=True, cache=True)
@@ -209,12 +210,6 @@ def _softmax_rows_serial(x2, out2, s):
 
 
 @njit
-def _nan_row(out2, i):
-    for j in range(out2.shape[1]):
-        out2[i, j] = np.nan
-
-
-@njit
 def _log_softmax_row(x2, out2, i, s, in_place):
     # A row of up to STORE_ROW_BYTES stores its exponentials in out2, then sums them
     # (cheaper than masking them into a sum as they are made), so an in-place call keeps
@@ -224,7 +219,7 @@ def _log_softmax_row(x2, out2, i, s, in_place):
     if x2.shape[1] * x2.itemsize <= STORE_ROW_BYTES:
         m, low = row_range(x2, i)
         if not math.isfinite(m):
-            _nan_row(out2, i)
+            row_fill(out2, i, np.nan)
             return
         if in_place:
             src, k = np.empty((1, x2.shape[1]), x2.dtype), i - i  # 0 of i's (prange) type
@@ -235,7 +230,7 @@ def _log_softmax_row(x2, out2, i, s, in_place):
     else:
         m, rest, ties = row_lse_parts(x2, i, s)
         if not math.isfinite(m):
-            _nan_row(out2, i)
+            row_fill(out2, i, np.nan)
             return
     sm = as_type_of(s[0], x2)
     lsm = as_type_of(log1p_rest(rest, ties), x2)
