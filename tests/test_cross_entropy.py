@@ -394,3 +394,23 @@ def test_small_call_shortcut_errors_and_edge_cases():
     frozen.flags.writeable = False
     with pytest.raises(ValueError, match="grad_out"):
         jitloss.cross_entropy_with_grad(frozen, np.array([0, 1, 2]), grad_out=frozen)
+
+
+def test_non_finite_lanes_beside_near_lanes_float32():
+    # classes along axis 1 of (N, C, d): float32 lanes take exp_near, which has no clamp;
+    # the lanes with +inf, -inf everywhere or NaN must be NaN and the others exact
+    x = np.zeros((2, 3, 40), np.float32)
+    x[0, 0, 2] = np.inf
+    x[1, :, 5] = -np.inf
+    x[0, 1, 7] = np.nan
+    bad = np.zeros((2, 40), bool)
+    bad[0, 2] = bad[1, 5] = bad[0, 7] = True
+    y = np.zeros((2, 40), np.int64)
+    for target in (y, np.full_like(x, 1 / 3)):
+        loss, g = jitloss.cross_entropy_with_grad(x, target, axis=1, reduction="none")
+        np.testing.assert_array_equal(np.isnan(loss), bad)
+        np.testing.assert_array_equal(np.isnan(g).all(axis=1), bad)
+        assert np.isfinite(g.transpose(0, 2, 1)[~bad]).all()
+        np.testing.assert_allclose(loss[~bad], np.log(3), rtol=1e-6)
+    np.testing.assert_array_equal(
+        np.isnan(jitloss.cross_entropy(x, y, axis=1, reduction="none")), bad)

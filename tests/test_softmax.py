@@ -188,16 +188,23 @@ def test_minus_inf_entries_give_exact_zeros():
     assert jitloss.log_softmax([-np.inf, 0.0])[0] == -np.inf
 
 
-def test_non_finite_along_axis0_lanes():
-    x = np.zeros((3, 40))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_non_finite_along_axis0_lanes(dtype):
+    # float32: the other lanes take exp_near, which has no clamp for x - m < -104 and so
+    # gives NaN for a finite x below an infinite maximum; those lanes must still be NaN
+    x = np.zeros((3, 40), dtype)
     x[:, 1] = -np.inf
     x[0, 2] = np.inf
     x[1, 3] = np.nan
     y = jitloss.softmax(x, axis=0)
     assert np.isnan(y[:, 1:4]).all()
-    np.testing.assert_allclose(y[:, 0], 1 / 3)
+    np.testing.assert_allclose(y[:, 0], 1 / 3, rtol=1e-6)
+    logp = jitloss.log_softmax(x, axis=0)
+    assert np.isnan(logp[:, 1:4]).all()
+    np.testing.assert_allclose(logp[:, 4:], np.log(1 / 3), rtol=1e-6)
     lse = jitloss.logsumexp(x, axis=0)
     assert lse[1] == -np.inf and lse[2] == np.inf and np.isnan(lse[3])
+    np.testing.assert_allclose(lse[4:], np.log(3), rtol=1e-6)
 
 
 # --- accuracy ---------------------------------------------------------------------------

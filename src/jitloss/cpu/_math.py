@@ -25,7 +25,9 @@ Accuracy (``tests/test_math.py``, against mpmath):
   is made of.
 * ``exp_near(x, m)``: the cheaper twin for float32 rows of spread below 32 at
   temperature 1 (``near_ok``): x - m rounded once (at most 2**-20), so within 1 ulp
-  plus 9.5e-7 relative, which keeps float32 results within 2e-6 of exact.
+  plus 9.5e-7 relative, which keeps float32 results within 2e-6 of exact.  It has no
+  underflow clamp (-NEAR32 < x - m there; 14% fewer operations): x - m = -inf (a lane
+  whose maximum is +inf) gives NaN, in lanes the kernels overwrite with NaN anyway.
 
 ``exp`` and ``exp_sub`` are numba ``overload``s of Python stubs, so a kernel is written
 once and the float32 or float64 implementation (constants of the right width, no silent
@@ -388,8 +390,7 @@ def _exp_sub_impl(x, m, s):
 def _exp_near32(x, m):
     # exp(x - m), temperature 1, x - m rounded once: for m - x < NEAR32 the rounding is at
     # most 2**-20 (half an ulp below 32), so the result is within 1 ulp + 9.5e-7 relative
-    hi = x - m
-    hi = hi if not (hi < _LO32) else _LO32  # NaN stays NaN
+    hi = x - m  # no clamp: callers admit only -NEAR32 < x - m <= 0 (or a NaN result)
     t = fma(hi, np.float32(_LOG2E), _MAGIC32)
     nf = t - _MAGIC32
     r = fma(-nf, _LN2_LO32, fma(-nf, _LN2_HI32, hi))
@@ -586,14 +587,16 @@ def _sumexp_span(x2, i, j0, n, m, s, near):
         if near:
             for jj in range(min(_UBLOCK, n - b * _UBLOCK)):
                 v = x2[i, b0 + jj]
+                t = exp_near(v, m)  # before the condition: see _lane_terms
                 below = not (v >= m)  # NaN counts as a term, and makes the sum NaN
-                part += exp_near(v, m) if below else zero
+                part += t if below else zero
                 count += zero if below else one
         else:
             for jj in range(min(_UBLOCK, n - b * _UBLOCK)):
                 v = x2[i, b0 + jj]
+                t = exp_sub(v, m, s)
                 below = not (v >= m)
-                part += exp_sub(v, m, s) if below else zero
+                part += t if below else zero
                 count += zero if below else one
         rest += part
         ties += count
