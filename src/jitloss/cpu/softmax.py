@@ -93,42 +93,54 @@ def log_softmax(x3, s, out3=None):
     return out3
 
 
+@njit
+def _as_rows(a):
+    """The (rows, classes) view of a C-contiguous 1-D or 2-D array (classes last)."""
+    return a.reshape(a.size // a.shape[-1], a.shape[-1])
+
+
+# The small twins take a C-contiguous 1-D or 2-D array of at least one element (the public
+# layer reshapes anything else) and reshape it in compiled code: two reshapes in Python
+# cost about 0.4 us of a 14-element softmax's 2.5.
+
+
 @njit(cache=True)
-def softmax_small(x2):
-    """softmax of the rows of a small C-contiguous 2-D array at temperature 1, allocated and
+def softmax_small(x):
+    """softmax of the rows of a small C-contiguous array at temperature 1, allocated and
     computed in one compiled call (the serial twin's arithmetic: the same bits)."""
-    out2 = np.empty_like(x2)
-    _softmax_rows_serial(x2, out2, (1.0, 0.0))
-    return out2
+    out = np.empty_like(x)
+    _softmax_rows_serial(_as_rows(x), _as_rows(out), (1.0, 0.0))
+    return out
 
 
 @njit(cache=True)
-def log_softmax_small(x2):
+def log_softmax_small(x):
     """log_softmax's twin of softmax_small."""
-    out2 = np.empty_like(x2)
-    _log_softmax_rows_serial(x2, out2, (1.0, 0.0), False)
-    return out2
+    out = np.empty_like(x)
+    _log_softmax_rows_serial(_as_rows(x), _as_rows(out), (1.0, 0.0), False)
+    return out
 
 
 @njit(cache=True)
-def softmax_backward_small(y2, dy2):
+def softmax_backward_small(y, dy):
     """softmax_backward's twin of softmax_small (temperature 1)."""
-    out2 = np.empty_like(y2)
-    _softmax_backward_rows_serial(y2, dy2, out2, (1.0, 0.0))
-    return out2
+    out = np.empty_like(y)
+    _softmax_backward_rows_serial(_as_rows(y), _as_rows(dy), _as_rows(out), (1.0, 0.0))
+    return out
 
 
 @njit(cache=True)
-def log_softmax_backward_small(logp2, dy2):
+def log_softmax_backward_small(logp, dy):
     """log_softmax_backward's twin of softmax_small (temperature 1)."""
-    out2 = np.empty_like(logp2)
-    _log_softmax_backward_rows_serial(logp2, dy2, out2, (1.0, 0.0))
-    return out2
+    out = np.empty_like(logp)
+    _log_softmax_backward_rows_serial(_as_rows(logp), _as_rows(dy), _as_rows(out), (1.0, 0.0))
+    return out
 
 
 @njit(cache=True)
-def logsumexp_small(x2):
-    """logsumexp's twin of softmax_small: one value per row."""
+def logsumexp_small(x):
+    """logsumexp's twin of softmax_small: one value per row, as a 1-D array."""
+    x2 = _as_rows(x)
     out1 = np.empty(x2.shape[0], x2.dtype)
     _logsumexp_rows_serial(x2, out1)
     return out1
