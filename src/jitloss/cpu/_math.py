@@ -875,28 +875,59 @@ def lanes_rest(e3, o, i0, rest, ties):
 
 
 @njit(fastmath=_REDUCE)
+def _lane_dot_row(a3, b3, o, j, i0, part):
+    # part[k] += a3[o, j, i0 + k] * b3[o, j, i0 + k], prefetching row j + AHEAD (a function
+    # of its own, like _lane_exp)
+    w = uint64(part.shape[0])
+    prefetch_lanes(a3, o, j + AHEAD, i0, w)
+    prefetch_lanes(b3, o, j + AHEAD, i0, w)
+    for k in range(w):
+        part[k] += a3[o, j, i0 + k] * b3[o, j, i0 + k]
+
+
+@njit(fastmath=_REDUCE)
+def _lane_sum_row(a3, o, j, i0, part):
+    # part[k] += a3[o, j, i0 + k], prefetching row j + AHEAD
+    w = uint64(part.shape[0])
+    prefetch_lanes(a3, o, j + AHEAD, i0, w)
+    for k in range(w):
+        part[k] += a3[o, j, i0 + k]
+
+
+@njit(fastmath=_REDUCE)
 def lanes_dot(a3, b3, o, i0, total):
-    """total[k] = sum_j a3[o, j, i0 + k] * b3[o, j, i0 + k] in float64."""
+    """total[k] = sum_j a3[o, j, i0 + k] * b3[o, j, i0 + k] in float64 (float32 products
+    summed in float32 over LANE_BLOCK classes, then added in float64)."""
     w = uint64(total.shape[0])
+    C = a3.shape[1]
+    part = np.empty(w, a3.dtype)
     for k in range(w):
         total[k] = 0.0
-    for j in range(a3.shape[1]):
-        prefetch_lanes(a3, o, j + AHEAD, i0, w)
-        prefetch_lanes(b3, o, j + AHEAD, i0, w)
+    for b in range((C + LANE_BLOCK - 1) // LANE_BLOCK):
         for k in range(w):
-            total[k] += a3[o, j, i0 + k] * b3[o, j, i0 + k]
+            part[k] = 0.0
+        for j in range(b * LANE_BLOCK, min(b * LANE_BLOCK + LANE_BLOCK, C)):
+            _lane_dot_row(a3, b3, o, j, i0, part)
+        for k in range(w):
+            total[k] += part[k]
 
 
 @njit(fastmath=_REDUCE)
 def lanes_sum(a3, o, i0, total):
-    """total[k] = sum_j a3[o, j, i0 + k] in float64."""
+    """total[k] = sum_j a3[o, j, i0 + k] in float64 (float32 terms summed in float32 over
+    LANE_BLOCK classes, then added in float64)."""
     w = uint64(total.shape[0])
+    C = a3.shape[1]
+    part = np.empty(w, a3.dtype)
     for k in range(w):
         total[k] = 0.0
-    for j in range(a3.shape[1]):
-        prefetch_lanes(a3, o, j + AHEAD, i0, w)
+    for b in range((C + LANE_BLOCK - 1) // LANE_BLOCK):
         for k in range(w):
-            total[k] += a3[o, j, i0 + k]
+            part[k] = 0.0
+        for j in range(b * LANE_BLOCK, min(b * LANE_BLOCK + LANE_BLOCK, C)):
+            _lane_sum_row(a3, o, j, i0, part)
+        for k in range(w):
+            total[k] += part[k]
 
 
 @njit
