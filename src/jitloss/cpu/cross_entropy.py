@@ -333,9 +333,19 @@ def _prob_grad_rows_serial(x2, t2, w, eps, z, scale1, loss1, g2):
 
 
 @njit(fastmath=_REDUCE)
+def _lane_gap_row(x3, o, j, i0, m, wj, part):
+    # part[k] += w_j (m[k] - x3[o, j, i0 + k]) for class row j (prefetching row j + AHEAD).
+    # Lane loops run over uint64 k (see cpu/_math.py), one class row per call.
+    n = uint64(m.shape[0])
+    prefetch_lanes(x3, o, j + AHEAD, i0, n)
+    for k in range(n):
+        part[k] += wj * (m[k] - x3[o, j, i0 + k])
+
+
+@njit(fastmath=_REDUCE)
 def _lanes_gap(x3, o, i0, m, w, gap):
     """gap[k] = sum_j w_j (m[k] - x3[o, j, i0 + k]) in float64."""
-    n = m.shape[0]
+    n = uint64(m.shape[0])
     part = np.empty(n, x3.dtype)
     for k in range(n):
         gap[k] = 0.0
@@ -343,18 +353,27 @@ def _lanes_gap(x3, o, i0, m, w, gap):
         for k in range(n):
             part[k] = 0.0
         for j in range(b0, min(b0 + LANE_BLOCK, x3.shape[1])):
-            prefetch_lanes(x3, o, j + AHEAD, i0, uint64(n))
-            wj = w[j]
-            for k in range(n):
-                part[k] += wj * (m[k] - x3[o, j, i0 + k])
+            _lane_gap_row(x3, o, j, i0, m, w[j], part)
         for k in range(n):
             gap[k] += part[k]
 
 
 @njit(fastmath=_REDUCE)
+def _lane_target_row(x3, t3, o, j, i0, m, wj, k1, k0, pm, pg):
+    # pm[k] += w_j t'_jk, pg[k] += w_j t'_jk (m[k] - x_jk) for class row j
+    n = uint64(m.shape[0])
+    prefetch_lanes(x3, o, j + AHEAD, i0, n)
+    prefetch_lanes(t3, o, j + AHEAD, i0, n)
+    for k in range(n):
+        wt = wj * (t3[o, j, i0 + k] * k1 + k0)
+        pm[k] += wt
+        pg[k] += wt * (m[k] - x3[o, j, i0 + k])
+
+
+@njit(fastmath=_REDUCE)
 def _lanes_target_sums(x3, t3, o, i0, m, w, k1, k0, mass, gap):
     """mass[k] = sum_j w_j t'_jk, gap[k] = sum_j w_j t'_jk (m[k] - x_jk), t' = k1 t + k0."""
-    n = m.shape[0]
+    n = uint64(m.shape[0])
     pm = np.empty(n, x3.dtype)
     pg = np.empty(n, x3.dtype)
     for k in range(n):
@@ -365,16 +384,30 @@ def _lanes_target_sums(x3, t3, o, i0, m, w, k1, k0, mass, gap):
             pm[k] = 0.0
             pg[k] = 0.0
         for j in range(b0, min(b0 + LANE_BLOCK, x3.shape[1])):
-            prefetch_lanes(x3, o, j + AHEAD, i0, uint64(n))
-            prefetch_lanes(t3, o, j + AHEAD, i0, uint64(n))
-            wj = w[j]
-            for k in range(n):
-                wt = wj * (t3[o, j, i0 + k] * k1 + k0)
-                pm[k] += wt
-                pg[k] += wt * (m[k] - x3[o, j, i0 + k])
+            _lane_target_row(x3, t3, o, j, i0, m, w[j], k1, k0, pm, pg)
         for k in range(n):
             mass[k] += pm[k]
             gap[k] += pg[k]
+
+
+@njit(fastmath=_REDUCE)
+def _index_grad_lane_row(g3, o, j, i0, a, sb, wj, live, zero):
+    # g_jk = g_jk a[k] - sb[k] w_j (0 for ignored lanes) for class row j
+    n = uint64(a.shape[0])
+    prefetch_lanes(g3, o, j + AHEAD, i0, n)
+    for k in range(n):
+        v = g3[o, j, i0 + k] * a[k] - sb[k] * wj
+        g3[o, j, i0 + k] = v if live[k] else zero
+
+
+@njit(fastmath=_REDUCE)
+def _prob_grad_lane_row(g3, t3, o, j, i0, a, wj, c1, c0):
+    # g_jk = g_jk a[k] - w_j (t_jk c1[k] + c0[k]) for class row j
+    n = uint64(a.shape[0])
+    prefetch_lanes(g3, o, j + AHEAD, i0, n)
+    prefetch_lanes(t3, o, j + AHEAD, i0, n)
+    for k in range(n):
+        g3[o, j, i0 + k] = g3[o, j, i0 + k] * a[k] - wj * (t3[o, j, i0 + k] * c1[k] + c0[k])
 
 
 @njit
@@ -446,11 +479,7 @@ def _index_grad_lane_block(x3, y2, w, wsum, ignore, eps, z, scale2, loss2, g3, o
     for k in range(n):
         sb[k] = scale2[o, i0 + k] * eps / C
     for j in range(C):
-        prefetch_lanes(g3, o, j + AHEAD, i0, uint64(n))
-        wj = w[j]
-        for k in range(n):
-            v = g3[o, j, i0 + k] * a[k] - sb[k] * wj
-            g3[o, j, i0 + k] = v if live[k] else zero
+        _index_grad_lane_row(g3, o, j, i0, a, sb, w[j], live, zero)
     for k in range(n):
         y = y2[o, i0 + k]
         if live[k] and math.isfinite(m[k]):
@@ -511,11 +540,7 @@ def _prob_grad_lane_block(x3, t3, w, eps, z, scale2, loss2, g3, o, i0, n):
             loss2[o, i0 + k] = formulas.prob_loss(gap[k], L, mass[k], z, lse)
             a[k] = sc * (mass[k] + 2.0 * z * lse) / (rest[k] + ties[k])
     for j in range(C):
-        prefetch_lanes(g3, o, j + AHEAD, i0, uint64(n))
-        prefetch_lanes(t3, o, j + AHEAD, i0, uint64(n))
-        wj = w[j]
-        for k in range(n):
-            g3[o, j, i0 + k] = g3[o, j, i0 + k] * a[k] - wj * (t3[o, j, i0 + k] * c1[k] + c0[k])
+        _prob_grad_lane_row(g3, t3, o, j, i0, a, w[j], c1, c0)
 
 
 # --- lane kernels -----------------------------------------------------------------------------
