@@ -14,12 +14,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, uint64
 
 from .. import _formulas as formulas
 from . import lane_width, run
 from ._math import (
     AHEAD,
+    _REDUCE,
     as_type_of,
     exp,
     exp_sub,
@@ -346,6 +347,17 @@ def _log_softmax_backward_rows_serial(logp2, dy2, out2, s):
 # Task t covers outer index o and lanes [i0, i0 + w) (``lane_block``; i0 and w unsigned).
 
 
+@njit(fastmath=_REDUCE)
+def _scale_lane_row(out3, o, j, i0, inv):
+    # out3[o, j, i0 + k] *= inv[k] (prefetching row j + AHEAD); a function of its own: 5-9%
+    # faster than nested in the loop over j (znver5), where log_softmax's output loop, the
+    # same shape of loop, measured 20% slower so
+    w = uint64(inv.shape[0])
+    prefetch_lanes(out3, o, j + AHEAD, i0, w)
+    for k in range(w):
+        out3[o, j, i0 + k] *= inv[k]
+
+
 @njit
 def _softmax_lane_block(x3, out3, s, o, i0, w):
     m = np.empty(w, x3.dtype)
@@ -356,9 +368,7 @@ def _softmax_lane_block(x3, out3, s, o, i0, w):
     for k in range(w):
         inv[k] = 1.0 / total[k] if math.isfinite(m[k]) else np.nan
     for j in range(x3.shape[1]):
-        prefetch_lanes(out3, o, j + AHEAD, i0, w)
-        for k in range(w):
-            out3[o, j, i0 + k] *= inv[k]
+        _scale_lane_row(out3, o, j, i0, inv)
 
 
 @njit(parallel=True, cache=True)
@@ -400,7 +410,7 @@ def _log_softmax_lane_block(x3, out3, s, o, i0, w):
     lsm = np.empty(w, x3.dtype)
     for k in range(w):
         lsm[k] = lse[k] if math.isfinite(m[k]) else np.nan
-    for j in range(x3.shape[1]):
+    for j in range(x3.shape[1]):  # nested: as a function of its own 20% slower (znver5)
         prefetch_lanes(x3, o, j + AHEAD, i0, w)
         for k in range(w):
             out3[o, j, i0 + k] = (x3[o, j, i0 + k] - m[k]) * sm - lsm[k]
