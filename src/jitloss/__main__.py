@@ -216,7 +216,7 @@ def _bench(args) -> int:
                   f"{'x'.join(map(str, B.AXIS0_SHAPE[::-1]))}, interleaved in the same rounds: "
                   f"{a0['jitloss'] / a0['rows']:.2f}x")
     if args.startup:
-        _startup()
+        _startup(args.python or sys.executable)
     if args.memory:
         _memory(torch is not None)
     return 0
@@ -289,10 +289,14 @@ def _bench_cuda(args) -> int:
     return 0
 
 
-def _startup(runs: int = 5) -> None:
+def _startup(python: str, runs: int = 5) -> None:
     """Fresh-process cost of import + a first small call, against `import numba`, and the
     floor every numba library pays: `import numba` + the first call of a one-line cached
-    njit function (numba then sets up its compiler and runtime once per process)."""
+    njit function (numba then sets up its compiler and runtime once per process).
+
+    ``python`` runs the processes: another environment's interpreter (one with only the
+    core install, say) can be timed from this one.  Whether SciPy is importable there is
+    printed: numba's first call imports scipy.linalg when it is (about 0.1-0.2 s)."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -309,16 +313,23 @@ def _startup(runs: int = 5) -> None:
         # (PYTHONDONTWRITEBYTECODE set) every process compiles jitloss's sources, ~0.05 s
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         for code in codes.values():  # warm the caches
-            subprocess.run([sys.executable, "-c", code], check=True, env=env)
+            subprocess.run([python, "-c", code], check=True, env=env)
+        has_scipy = subprocess.run(
+            [python, "-c", "import importlib.util, sys; "
+                           "sys.exit(importlib.util.find_spec('scipy') is None)"], env=env,
+        ).returncode == 0
         samples = {label: [] for label in codes}
         for _ in range(runs):  # interleaved, like the kernel timings
             for label, code in codes.items():
                 t0 = time.perf_counter()
-                subprocess.run([sys.executable, "-c", code], check=True, env=env)
+                subprocess.run([python, "-c", code], check=True, env=env)
                 samples[label].append(time.perf_counter() - t0)
     t = {label: statistics.median(v) for label, v in samples.items()}
     base = t["import numba"]
-    print(f"# startup (warm cache, medians of {runs}): python -c 'import numba' {base:.3f} s; "
+    where = "" if python == sys.executable else f" with {python}"
+    print(f"# startup{where} (warm cache, medians of {runs}; SciPy "
+          f"{'installed' if has_scipy else 'not installed'}): "
+          f"python -c 'import numba' {base:.3f} s; "
           f"import jitloss + softmax of 14 elements {t['jitloss']:.3f} s "
           f"(+{t['jitloss'] - base:.3f} s); numba's own floor, import numba + first call of "
           f"a one-line cached njit function, {t['numba floor']:.3f} s "
@@ -344,6 +355,9 @@ def main(argv=None) -> int:
     b.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     b.add_argument("--rounds", type=int, default=15, help="interleaved rounds per case")
     b.add_argument("--startup", action="store_true", help="also time a fresh process")
+    b.add_argument("--python", metavar="PATH",
+                   help="interpreter --startup times (default: this one), e.g. that of an "
+                        "environment with only the core install")
     b.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
     b.add_argument("--memory", action="store_true",
                    help="also measure the peak-memory growth of cross_entropy_with_grad")
