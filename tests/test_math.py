@@ -142,7 +142,8 @@ def _fresh_llvm(fn, *args):
         ("row_exp_store", lambda x: (x, 0, x.dtype.type(3), (1.0, 0.0), np.empty_like(x), True)),
         ("row_sumexp", lambda x: (x, 0, x.dtype.type(3), (1.0, 0.0), False)),
         ("row_sumexp", lambda x: (x, 0, x.dtype.type(3), (1.0, 0.0), True)),
-        ("row_lse_parts", lambda x: (np.ones((2, 70000), x.dtype), 0, (1.0, 0.0))),
+        ("row_lse_parts", lambda x: (np.ones((2, _math.ONLINE_ROW_BYTES // x.itemsize + 100),
+                                             x.dtype), 0, (1.0, 0.0))),  # the online path
         ("row_sum", lambda x: (x, 0)),
         ("row_dot", lambda x: (x, x, 0)),
         ("lanes_exp", lambda x: (x.reshape(2, 10, 100), 0, np.uint64(0),

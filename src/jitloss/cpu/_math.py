@@ -459,7 +459,31 @@ BLOCK = 1024
 # along axis 0 of 1000 classes was off by up to 2.4e-6 (target 2e-6), after 16 by 1.2e-6
 # like the rows.
 LANE_BLOCK = 16
-ONLINE_ROW_BYTES = 256 << 10  # longer rows: row_lse_parts reads them once (online)
+
+
+def _l2_bytes(default: int = 512 << 10) -> int:
+    """Size of the first CPU's L2 cache (Linux sysfs), else ``default``."""
+    import glob
+
+    for d in glob.glob("/sys/devices/system/cpu/cpu0/cache/index*"):
+        try:
+            with open(f"{d}/level") as f:
+                level = f.read().strip()
+            with open(f"{d}/size") as f:
+                size = f.read().strip()
+        except OSError:
+            continue
+        if level == "2" and size[:-1].isdigit():
+            return int(size[:-1]) << {"K": 10, "M": 20}.get(size[-1], 0)
+    return default
+
+
+# Rows of up to half the L2 cache take two passes (range, then sums: the second from L2);
+# longer ones are read once, online (row_lse_parts).  Measured on 32 x 128256 float32 (513
+# KB rows) logsumexp: on znver3 (512 KB L2) online 6-18% faster, on znver5 (1 MB L2) two
+# passes 22% faster.  A constant of the machine, compiled into the kernels: both paths are
+# exact to the same bound, they may differ in the last bit.
+ONLINE_ROW_BYTES = _l2_bytes() // 2
 ONLINE_CHUNK = 4096  # elements per online chunk (16 KiB of float32: the range leaves it in L1)
 _U0, _U1 = np.uint64(0), np.uint64(1)
 _UBLOCK, _UCHUNK = np.uint64(BLOCK), np.uint64(ONLINE_CHUNK)
