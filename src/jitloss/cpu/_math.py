@@ -67,6 +67,7 @@ __all__ = [
     "lanes_sumexp",
     "lane_block",
     "prefetch_lanes",
+    "prefetch_row",
     "AHEAD",
     "log1p_rest",
     "max_nan",
@@ -160,25 +161,34 @@ def _minmax_intrinsic(name):
     return minmax
 
 
+def _prefetch_codegen(context, builder, sig, args):
+    # llvm.prefetch of the element args[1:] of the array args[0]: read, keep in all levels
+    arrty = sig.args[0]
+    arr = context.make_array(arrty)(context, builder, args[0])
+    idx = [context.cast(builder, v, t, types.intp) for v, t in zip(args[1:], sig.args[1:])]
+    ptr = cgutils.get_item_pointer(context, builder, arrty, arr, idx, wraparound=False)
+    i32 = ir.IntType(32)
+    fnty = ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32])
+    fn = builder.module.declare_intrinsic("llvm.prefetch", [ptr.type], fnty)
+    builder.call(fn, [ptr, i32(0), i32(3), i32(1)])
+    return context.get_dummy_value()
+
+
 @intrinsic
 def _prefetch(typingctx, a3, o, j, k):
     """Hint the cache to fetch the line of a3[o, j, k] (``llvm.prefetch``: read, keep in all
     levels).  A prefetch never faults and loads nothing into registers."""
     if not (isinstance(a3, types.Array) and a3.ndim == 3):
         return None
+    return types.none(a3, o, j, k), _prefetch_codegen
 
-    def codegen(context, builder, sig, args):
-        arrty = sig.args[0]
-        arr = context.make_array(arrty)(context, builder, args[0])
-        idx = [context.cast(builder, v, t, types.intp) for v, t in zip(args[1:], sig.args[1:])]
-        ptr = cgutils.get_item_pointer(context, builder, arrty, arr, idx, wraparound=False)
-        i32 = ir.IntType(32)
-        fnty = ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32])
-        fn = builder.module.declare_intrinsic("llvm.prefetch", [ptr.type], fnty)
-        builder.call(fn, [ptr, i32(0), i32(3), i32(1)])
-        return context.get_dummy_value()
 
-    return types.none(a3, o, j, k), codegen
+@intrinsic
+def _prefetch2(typingctx, a2, i, j):
+    """_prefetch for a 2-D array: the line of a2[i, j]."""
+    if not (isinstance(a2, types.Array) and a2.ndim == 2):
+        return None
+    return types.none(a2, i, j), _prefetch_codegen
 
 
 max_nan = _minmax_intrinsic("llvm.maximum")
@@ -734,6 +744,22 @@ def prefetch_lanes(a3, o, j, i0, w):
         for q in range(uint64(0), w, step):
             _prefetch(a3, o, j, i0 + q)
 
+
+
+# Rows: a row kernel working on row i (several passes over it, in L1) asks for row i + 1,
+# so its first pass does not wait on memory.  Measured on znver5, float32 softmax of
+# 4096x1000: 10% off a single thread, 5-15% at two.  Rows longer than PREFETCH_ROW_BYTES
+# are streamed well by the hardware prefetchers.
+PREFETCH_ROW_BYTES = 16 << 10
+
+
+@njit
+def prefetch_row(a2, i):
+    """Prefetch row i of a2 (one hint per cache line) if it exists and is short."""
+    if i < a2.shape[0] and a2.shape[1] * a2.itemsize <= PREFETCH_ROW_BYTES:
+        step = uint64(max(1, _LINE // a2.itemsize))
+        for q in range(uint64(0), uint64(a2.shape[1]), step):
+            _prefetch2(a2, i, q)
 
 
 @njit(fastmath=_REDUCE)

@@ -50,6 +50,7 @@ from ._math import (
     log1p_rest,
     near_ok,
     prefetch_lanes,
+    prefetch_row,
     row_exp,
     row_fill,
     row_lse_parts,
@@ -273,6 +274,7 @@ def _index_rows(x2, y1, w, wsum, ignore, eps, z, loss1):
     # loss_n = (1 - e) w_y (lse - x_y) + e/C sum_c w_c (lse - x_c) + s lse^2  (0 if ignored)
     # gradient: _index_grad_rows
     for i in prange(x2.shape[0]):
+        prefetch_row(x2, i + 1)
         loss1[i] = _index_row(x2, i, y1[i], w, wsum, ignore, eps, z)
 
 
@@ -280,6 +282,7 @@ def _index_rows(x2, y1, w, wsum, ignore, eps, z, loss1):
 def _index_rows_serial(x2, y1, w, wsum, ignore, eps, z, loss1):
     # serial twin of _index_rows, for small inputs
     for i in range(x2.shape[0]):
+        prefetch_row(x2, i + 1)
         loss1[i] = _index_row(x2, i, y1[i], w, wsum, ignore, eps, z)
 
 
@@ -288,6 +291,7 @@ def _index_grad_rows(x2, y1, w, wsum, ignore, eps, z, scale1, loss1, g2):
     # loss_n as in _index_rows;
     # g_j = k [p_j ((1-e) w_y + e/C W + 2 s lse) - e/C w_j - (1-e) w_y [j == y]]
     for i in prange(x2.shape[0]):
+        prefetch_row(x2, i + 1)
         loss1[i] = _index_grad_row(x2, i, y1[i], w, wsum, ignore, eps, z, scale1[i], g2)
 
 
@@ -295,6 +299,7 @@ def _index_grad_rows(x2, y1, w, wsum, ignore, eps, z, scale1, loss1, g2):
 def _index_grad_rows_serial(x2, y1, w, wsum, ignore, eps, z, scale1, loss1, g2):
     # serial twin of _index_grad_rows, for small inputs
     for i in range(x2.shape[0]):
+        prefetch_row(x2, i + 1)
         loss1[i] = _index_grad_row(x2, i, y1[i], w, wsum, ignore, eps, z, scale1[i], g2)
 
 
@@ -303,6 +308,8 @@ def _prob_rows(x2, t2, w, eps, z, loss1):
     # loss_n = sum_c w_c t'_c (lse - x_c) + s lse^2,  t' = (1 - e) t + e/C
     # gradient: _prob_grad_rows
     for i in prange(x2.shape[0]):
+        prefetch_row(x2, i + 1)
+        prefetch_row(t2, i + 1)
         loss1[i] = _prob_row(x2, t2, i, w, eps, z)
 
 
@@ -310,6 +317,8 @@ def _prob_rows(x2, t2, w, eps, z, loss1):
 def _prob_rows_serial(x2, t2, w, eps, z, loss1):
     # serial twin of _prob_rows, for small inputs
     for i in range(x2.shape[0]):
+        prefetch_row(x2, i + 1)
+        prefetch_row(t2, i + 1)
         loss1[i] = _prob_row(x2, t2, i, w, eps, z)
 
 
@@ -317,6 +326,8 @@ def _prob_rows_serial(x2, t2, w, eps, z, loss1):
 def _prob_grad_rows(x2, t2, w, eps, z, scale1, loss1, g2):
     # loss_n as in _prob_rows;  g_j = k [p_j (sum_c w_c t'_c + 2 s lse) - w_j t'_j]
     for i in prange(x2.shape[0]):
+        prefetch_row(x2, i + 1)
+        prefetch_row(t2, i + 1)
         loss1[i] = _prob_grad_row(x2, t2, i, w, eps, z, scale1[i], g2)
 
 
@@ -324,6 +335,8 @@ def _prob_grad_rows(x2, t2, w, eps, z, scale1, loss1, g2):
 def _prob_grad_rows_serial(x2, t2, w, eps, z, scale1, loss1, g2):
     # serial twin of _prob_grad_rows, for small inputs
     for i in range(x2.shape[0]):
+        prefetch_row(x2, i + 1)
+        prefetch_row(t2, i + 1)
         loss1[i] = _prob_grad_row(x2, t2, i, w, eps, z, scale1[i], g2)
 
 

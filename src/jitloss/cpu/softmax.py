@@ -35,6 +35,7 @@ from ._math import (
     max_nan,
     near_ok,
     prefetch_lanes,
+    prefetch_row,
     row_dot,
     row_exp,
     row_fill,
@@ -212,6 +213,7 @@ def _softmax_rows(x2, out2, s):
     # y_j = exp((x_j - m) s) / sum_k exp((x_k - m) s),  m = max_k x_k,  s = 1 / T
     # gradient: dx = y * (dy - sum(dy * y)) * s  (_softmax_backward_rows)
     for i in prange(x2.shape[0]):
+        prefetch_row(x2, i + 1)
         _softmax_row(x2, out2, i, s)
 
 
@@ -219,6 +221,7 @@ def _softmax_rows(x2, out2, s):
 def _softmax_rows_serial(x2, out2, s):
     # serial twin of _softmax_rows, for small inputs
     for i in range(x2.shape[0]):
+        prefetch_row(x2, i + 1)
         _softmax_row(x2, out2, i, s)
 
 
@@ -264,6 +267,7 @@ def _log_softmax_rows(x2, out2, s, in_place):
     # y_j = (x_j - m) s - log1p(sum_{k != argmax} exp((x_k - m) s)),  m = max_k x_k
     # gradient: dx = (dy - exp(y) * sum(dy)) * s  (_log_softmax_backward_rows)
     for i in prange(x2.shape[0]):
+        prefetch_row(x2, i + 1)
         _log_softmax_row(x2, out2, i, s, in_place)
 
 
@@ -271,6 +275,7 @@ def _log_softmax_rows(x2, out2, s, in_place):
 def _log_softmax_rows_serial(x2, out2, s, in_place):
     # serial twin of _log_softmax_rows, for small inputs
     for i in range(x2.shape[0]):
+        prefetch_row(x2, i + 1)
         _log_softmax_row(x2, out2, i, s, in_place)
 
 
@@ -287,6 +292,7 @@ def _logsumexp_rows(x2, out1):
     # lse = m + log1p(sum_{k != argmax} exp(x_k - m)),  m = max_k x_k
     # gradient: d lse / dx = softmax(x)
     for i in prange(x2.shape[0]):
+        prefetch_row(x2, i + 1)
         out1[i] = _lse_row(x2, i)
 
 
@@ -294,6 +300,7 @@ def _logsumexp_rows(x2, out1):
 def _logsumexp_rows_serial(x2, out1):
     # serial twin of _logsumexp_rows, for small inputs
     for i in range(x2.shape[0]):
+        prefetch_row(x2, i + 1)
         out1[i] = _lse_row(x2, i)
 
 
