@@ -483,8 +483,9 @@ def _l2_bytes(default: int = 512 << 10) -> int:
                 size = f.read().strip()
         except OSError:
             continue
-        if level == "2" and size[:-1].isdigit():
-            return int(size[:-1]) << {"K": 10, "M": 20}.get(size[-1], 0)
+        shift = {"K": 10, "M": 20}.get(size[-1:])
+        if level == "2" and shift is not None and size[:-1].isdigit():
+            return int(size[:-1]) << shift
     return default
 
 
@@ -563,8 +564,7 @@ def max_span(x2, i, j0, n):
 
 @njit
 def row_fill(a2, i, value):
-    """a2[i, :] = value.  Kernels call it (never an inline loop) after their branches: a
-    store loop inlined there ran up to 2x slower on znver5 (AVX-512)."""
+    """a2[i, :] = value (the NaN rows of non-finite inputs, the zero rows of gradients)."""
     v = as_type_of(value, a2)
     for j in range(a2.shape[1]):
         a2[i, j] = v
@@ -745,7 +745,6 @@ def prefetch_lanes(a3, o, j, i0, w):
             _prefetch(a3, o, j, i0 + q)
 
 
-
 # Rows: a row kernel working on row i (several passes over it, in L1) asks for row i + 1,
 # so its first pass does not wait on memory.  Measured on znver5, float32 softmax of
 # 4096x1000: 10% off a single thread, 5-15% at two.  Rows longer than PREFETCH_ROW_BYTES
@@ -874,9 +873,7 @@ def _lane_terms(x3, o, j, i0, m, s, near, part, count):
 
 @njit(fastmath=_REDUCE)
 def lanes_sumexp(x3, o, i0, m, s, rest, ties, near):
-    """row_sumexp for each of the w = len(m) lanes, into the float64 arrays rest and ties.
-
-    """
+    """row_sumexp for each of the w = len(m) lanes, into the float64 arrays rest and ties."""
     w = uint64(m.shape[0])
     C = x3.shape[1]
     zero = as_type_of(0.0, x3)

@@ -359,9 +359,9 @@ def _log_softmax_backward_rows_serial(logp2, dy2, out2, s):
 
 @njit(fastmath=_REDUCE)
 def _scale_lane_row(out3, o, j, i0, inv):
-    # out3[o, j, i0 + k] *= inv[k] (prefetching row j + AHEAD); a function of its own: 5-9%
-    # faster than nested in the loop over j (znver5), where log_softmax's output loop, the
-    # same shape of loop, measured 20% slower so
+    # out3[o, j, i0 + k] *= inv[k] (prefetching row j + AHEAD).  A function of its own:
+    # 5-9% faster than nested in the loop over j (znver5); log_softmax's output loop, of the
+    # same shape, measured 20% slower as a function and stays nested
     w = uint64(inv.shape[0])
     prefetch_lanes(out3, o, j + AHEAD, i0, w)
     for k in range(w):
