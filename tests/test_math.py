@@ -166,3 +166,45 @@ def test_hot_loops_vectorise(name, make_args):
     assert _widest(ir32, "float") >= 8
     assert _widest(ir64, "double") >= 4
     assert "call double @exp" not in ir64 and "call float @expf" not in ir32
+
+
+def _lane_row_cases():
+    from jitloss.cpu import cross_entropy as ce
+    from jitloss.cpu import softmax as sm
+
+    f32 = np.float32
+    x3 = np.ones((1, 4, 64), f32)
+    v = np.ones(64, f32)
+    u0 = np.uint64(0)
+    s = (1.0, 0.0)
+    return [
+        (_math._lane_exp, (x3, 0, 1, u0, v, s, np.empty_like(x3), True)),
+        (_math._lane_exp_sum, (x3, 0, 1, u0, v, s, np.empty_like(x3), False, v.copy())),
+        (_math._lane_terms, (x3, 0, 1, u0, v, s, True, v.copy(), v.copy())),
+        (_math._lane_dot_row, (x3, x3, 0, 1, u0, v.copy())),
+        (_math._lane_sum_row, (x3, 0, 1, u0, v.copy())),
+        (sm._scale_lane_row, (np.ones_like(x3), 0, 1, u0, v)),
+        (ce._lane_gap_row, (x3, 0, 1, u0, v, f32(1.0), np.zeros(64))),
+        (ce._lane_target_row, (x3, x3, 0, 1, u0, v, f32(1.0), f32(1.0), f32(0.0), v.copy(),
+                               v.copy())),
+        (ce._index_grad_lane_row, (np.ones_like(x3), 0, 1, u0, v, v, f32(1.0),
+                                   np.ones(64, np.bool_), f32(0.0))),
+        (ce._prob_grad_lane_row, (np.ones_like(x3), x3, 0, 1, u0, v, f32(1.0), v, v)),
+    ]
+
+
+@pytest.mark.parametrize("index", range(10))
+def test_lane_row_helpers_count_no_references(index):
+    # Bug: the lane helpers, called once per class row, each updated the reference counts of
+    # their array arguments (atomics that two threads fought over), because a division by a
+    # run-time value (_LINE // itemsize, _LO32 / s) was a path that could raise, and numba
+    # only prunes the counts of a function that cannot.  Compiled afresh, a helper must hold
+    # no NRT_incref of its own.
+    fn, args = _lane_row_cases()[index]
+    f = njit(fastmath=_math._REDUCE)(fn.py_func)
+    f(*args)
+    ir = next(iter(f.inspect_llvm().values()))
+    name = fn.py_func.__name__
+    own = re.search(r"define [^\n]*" + str(len(name)) + name + r"B[^\n]*\{(.*?)\n\}", ir, re.S)
+    assert own is not None
+    assert "@NRT_incref" not in own.group(1)
