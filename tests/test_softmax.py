@@ -834,7 +834,7 @@ def test_b_that_does_not_broadcast():
 
 @pytest.mark.parametrize("axis", [-1, 0])
 def test_nan_hidden_behind_an_infinite_maximum(axis):
-    # the row maximum ignores NaN (llvm.maxnum); rows whose maximum is infinite are scanned
+    # the lane maximum ignores NaN (max_num); rows whose maximum is infinite are scanned
     rows = np.array([[np.nan, -np.inf], [np.nan, np.inf], [-np.inf, -np.inf], [np.inf, 1.0],
                      [np.nan, np.nan]])
     x = rows if axis == -1 else np.ascontiguousarray(rows.T)
