@@ -76,13 +76,14 @@ class _OpBenchmark:
         self.op.numpy(self.d)
 
     def track_ratio_to_copy(self, *params):
-        """jitloss's time over np.copyto of the same array, both measured here, interleaved:
-        steadier than the times themselves on a shared machine."""
-        med = _bench.interleaved_medians(
+        """jitloss's time over np.copyto of the same array, both measured here, interleaved,
+        the median of the rounds' ratios: steadier than the times themselves on a shared
+        machine."""
+        samples = _bench.interleaved_samples(
             {"copy": self.copy, "jitloss": lambda: self.op.run(self.d)}, rounds=5,
             min_sample=1e-3,
         )
-        return med["jitloss"] / med["copy"]
+        return _bench.paired_ratio(samples, "jitloss", "copy")
 
     track_ratio_to_copy.unit = "ratio"
 

@@ -167,7 +167,8 @@ def _bench(args) -> int:
     print(f"# jitloss bench: {args.dtype}, numba threads {numba.get_num_threads()}, "
           f"torch {torch_version}" + (f" ({torch.get_num_threads()} threads)" if torch else ""))
     print(f"# {platform.machine()} {_cpu_name()}, {os.cpu_count()} logical cores; "
-          f"medians of {args.rounds} interleaved rounds; ratios are time / np.copyto time")
+          f"{args.rounds} interleaved rounds; times are medians, ratios the median over the "
+          f"rounds of time / np.copyto time in the same round")
     header = (f"| {'function':<32} | {'shape':<12} | {'axis':>4} | {'copy us':>9} | "
               f"{'jitloss us':>10} | {'jitloss':>7} | {'numpy':>7} | {'torch':>7} | "
               f"{'vs numpy':>8} | {'vs torch':>8} |")
@@ -197,24 +198,26 @@ def _bench(args) -> int:
                 # rounds, so the axis-0 / axis-(-1) ratio does not span minutes of noise
                 d_rows = op.make(B.AXIS0_SHAPE[::-1], args.dtype, rng, -1)
                 fns["rows"] = lambda: op.run(d_rows)
-            med = B.interleaved_medians(fns, rounds=args.rounds)
-            by_case[(op.name, shape_name, axis)] = med
-            c = med["copy"]
-            tr = med.get("torch")
+            samples = B.interleaved_samples(fns, rounds=args.rounds)
+            by_case[(op.name, shape_name, axis)] = samples
+            c = statistics.median(samples["copy"])
+            t_jit = statistics.median(samples["jitloss"])
+
+            def ratio(a, b, fmt):
+                return format(B.paired_ratio(samples, a, b), fmt) + "x" if a in samples else "-"
+
             print(f"| {op.name:<32} | {shape_name:<12} | {axis:>4} | {c * 1e6:>9.1f} | "
-                  f"{med['jitloss'] * 1e6:>10.1f} | {med['jitloss'] / c:>6.2f}x | "
-                  f"{med['numpy'] / c:>6.2f}x | "
-                  + (f"{tr / c:>6.2f}x" if tr else f"{'-':>7}")
-                  + f" | {med['numpy'] / med['jitloss']:>7.2f}x | "
-                  + (f"{tr / med['jitloss']:>7.2f}x" if tr else f"{'-':>8}") + " |",
-                  flush=True)
+                  f"{t_jit * 1e6:>10.1f} | {ratio('jitloss', 'copy', '>6.2f'):>7} | "
+                  f"{ratio('numpy', 'copy', '>6.2f'):>7} | {ratio('torch', 'copy', '>6.2f'):>7} | "
+                  f"{ratio('numpy', 'jitloss', '>7.2f'):>8} | "
+                  f"{ratio('torch', 'jitloss', '>7.2f'):>8} |", flush=True)
     shape0 = "x".join(map(str, B.AXIS0_SHAPE))
     for op in ops:
         a0 = by_case.get((op.name, shape0, 0))
         if a0:
             print(f"# {op.name} along axis 0 of {shape0} / along axis -1 of "
                   f"{'x'.join(map(str, B.AXIS0_SHAPE[::-1]))}, interleaved in the same rounds: "
-                  f"{a0['jitloss'] / a0['rows']:.2f}x")
+                  f"{B.paired_ratio(a0, 'jitloss', 'rows'):.2f}x")
     if args.startup:
         _startup(args.python or sys.executable)
     if args.memory:

@@ -385,13 +385,14 @@ def main_array(d):
 # --- timing ---------------------------------------------------------------------------------
 
 
-def interleaved_medians(fns: dict, rounds: int = 15, min_sample: float = 2e-3) -> dict:
-    """Median seconds per call of each function, sampled in interleaved rounds.
+def interleaved_samples(fns: dict, rounds: int = 15, min_sample: float = 2e-3) -> dict:
+    """Seconds per call of each function in each of ``rounds`` interleaved rounds.
 
     Each function is called once to warm up (compilation), then each round times every
     function in turn (``number`` calls per sample, chosen so a sample lasts about
-    ``min_sample``): a slow spell on a shared machine hits all candidates alike, so the
-    ratios of the medians stay meaningful when the absolute times are not.
+    ``min_sample``; the order rotates from round to round): a slow spell on a shared
+    machine hits the samples of one round alike, so ratios taken round by round
+    (``paired_ratio``) stay meaningful when the absolute times are not.
     """
     number = {}
     for name, f in fns.items():
@@ -409,7 +410,12 @@ def interleaved_medians(fns: dict, rounds: int = 15, min_sample: float = 2e-3) -
             for _ in range(n):
                 f()
             samples[name].append((time.perf_counter() - t0) / n)
-    return {name: statistics.median(v) for name, v in samples.items()}
+    return samples
+
+
+def paired_ratio(samples: dict, a: str, b: str) -> float:
+    """Median over the rounds of a's time / b's time in the same round."""
+    return statistics.median(x / y for x, y in zip(samples[a], samples[b]))
 
 
 def device_median(fn, rounds: int = 15, sync=None) -> float:
