@@ -49,6 +49,7 @@ from llvmlite import ir
 from numba import njit, types, uint64
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
+from numba.np.numpy_support import as_dtype
 
 __all__ = [
     "BLOCK",
@@ -766,7 +767,7 @@ def _per_line(a):  # pragma: no cover - the overload runs in jitted code
 
 @overload(_per_line)
 def _per_line_impl(a):
-    n = uint64(max(1, _LINE // max(1, a.dtype.bitwidth // 8)))
+    n = uint64(max(1, _LINE // as_dtype(a.dtype).itemsize))
     return lambda a: n
 
 
