@@ -32,3 +32,22 @@ def test_asv_and_bench_share_one_shape_list():
     from benchmarks import common
 
     assert common.SHAPES == _bench.SHAPES
+
+
+def test_paired_ratio_takes_the_median_of_the_rounds_ratios():
+    # round by round 2, 4, 2 (a ratio of medians would say 4 / 1 = 4)
+    samples = {"jit": [2.0, 4.0, 6.0], "copy": [1.0, 1.0, 3.0]}
+    assert _bench.paired_ratio(samples, "jit", "copy") == 2.0
+
+
+def test_interleaved_samples_times_every_function_every_round():
+    calls = {"a": 0, "b": 0}
+
+    def count(name):
+        calls[name] += 1
+
+    samples = _bench.interleaved_samples(
+        {"a": lambda: count("a"), "b": lambda: count("b")}, rounds=3, min_sample=0.0)
+    assert {k: len(v) for k, v in samples.items()} == {"a": 3, "b": 3}
+    assert all(t >= 0 for v in samples.values() for t in v)
+    assert calls == {"a": 5, "b": 5}  # two warm-up calls each, then one per round
