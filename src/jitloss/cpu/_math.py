@@ -10,7 +10,8 @@ elementwise, a cheaper compare and select (NaN-ignoring: a NaN reaches the resul
 through the exponentials instead). Checked with ``inspect_llvm`` on numba 0.68
 (llvmlite 0.50, LLVM 22; znver3): the hot loops of every kernel hold ``<8 x float>``
 operations for float32 and ``<4 x double>`` for float64; ``tests/test_math.py`` keeps
-that check.
+that check.  Where the CPU has AVX-512, LLVM's tuning decides the width: ``<16 x float>``
+on znver5, but 256-bit vectors on Intel Xeons (emeraldrapids), whose tuning prefers them.
 
 Accuracy (``tests/test_math.py``, against mpmath):
 
