@@ -193,14 +193,14 @@ def _lane_row_cases():
     ]
 
 
-@pytest.mark.parametrize("index", range(10))
-def test_lane_row_helpers_count_no_references(index):
+@pytest.mark.parametrize("fn, args", _lane_row_cases(),
+                         ids=lambda v: v.py_func.__name__ if hasattr(v, "py_func") else "")
+def test_lane_row_helpers_count_no_references(fn, args):
     # Bug: the lane helpers, called once per class row, each updated the reference counts of
     # their array arguments (atomics that two threads fought over), because a division by a
     # run-time value (_LINE // itemsize, _LO32 / s) was a path that could raise, and numba
     # only prunes the counts of a function that cannot.  Compiled afresh, a helper must hold
     # no NRT_incref of its own.
-    fn, args = _lane_row_cases()[index]
     f = njit(fastmath=_math._REDUCE)(fn.py_func)
     f(*args)
     ir = next(iter(f.inspect_llvm().values()))
