@@ -56,6 +56,7 @@ from ._math import (
     row_lse_parts,
     row_range,
     row_rest,
+    wide_vectors,
 )
 
 _ONE = (1.0, 0.0)  # exp_sub's 1/T for T = 1
@@ -156,6 +157,7 @@ def prob_loss_grad(x3, t3, w, eps, z, scale2, g3=None):
 @njit(fastmath=_REDUCE)
 def _row_gap(x2, i, m, w):
     """sum_c w_c (m - x_c) in float64 (the label-smoothing term; every term >= 0)."""
+    wide_vectors()
     n = x2.shape[1]
     total = 0.0
     for b in range((n + BLOCK - 1) // BLOCK):
@@ -170,6 +172,7 @@ def _row_gap(x2, i, m, w):
 @njit(fastmath=_REDUCE)
 def _row_target_sums(x2, t2, i, w, m, k1, k0):
     """(sum_c w_c t'_c, sum_c w_c t'_c (m - x_c)) with t' = k1 t + k0, in float64."""
+    wide_vectors()
     n = x2.shape[1]
     mass = 0.0
     gap = 0.0
@@ -202,6 +205,7 @@ def _index_row(x2, i, y, w, wsum, ignore, eps, z):
 
 @njit
 def _index_grad_row(x2, i, y, w, wsum, ignore, eps, z, scale, g2):
+    wide_vectors()
     C = x2.shape[1]
     if y == ignore:
         row_fill(g2, i, 0.0)
@@ -246,6 +250,7 @@ def _prob_row(x2, t2, i, w, eps, z):
 
 @njit
 def _prob_grad_row(x2, t2, i, w, eps, z, scale, g2):
+    wide_vectors()
     C = x2.shape[1]
     m, low = row_range(x2, i)
     if not math.isfinite(m):
@@ -273,7 +278,9 @@ def _prob_grad_row(x2, t2, i, w, eps, z, scale, g2):
 def _index_rows(x2, y1, w, wsum, ignore, eps, z, loss1):
     # loss_n = (1 - e) w_y (lse - x_y) + e/C sum_c w_c (lse - x_c) + s lse^2  (0 if ignored)
     # gradient: _index_grad_rows
+    wide_vectors()
     for i in prange(x2.shape[0]):
+        wide_vectors()
         prefetch_row(x2, i + 1)
         loss1[i] = _index_row(x2, i, y1[i], w, wsum, ignore, eps, z)
 
@@ -281,6 +288,7 @@ def _index_rows(x2, y1, w, wsum, ignore, eps, z, loss1):
 @njit(cache=True)
 def _index_rows_serial(x2, y1, w, wsum, ignore, eps, z, loss1):
     # serial twin of _index_rows, for small inputs
+    wide_vectors()
     for i in range(x2.shape[0]):
         prefetch_row(x2, i + 1)
         loss1[i] = _index_row(x2, i, y1[i], w, wsum, ignore, eps, z)
@@ -290,7 +298,9 @@ def _index_rows_serial(x2, y1, w, wsum, ignore, eps, z, loss1):
 def _index_grad_rows(x2, y1, w, wsum, ignore, eps, z, scale1, loss1, g2):
     # loss_n as in _index_rows;
     # g_j = k [p_j ((1-e) w_y + e/C W + 2 s lse) - e/C w_j - (1-e) w_y [j == y]]
+    wide_vectors()
     for i in prange(x2.shape[0]):
+        wide_vectors()
         prefetch_row(x2, i + 1)
         loss1[i] = _index_grad_row(x2, i, y1[i], w, wsum, ignore, eps, z, scale1[i], g2)
 
@@ -298,6 +308,7 @@ def _index_grad_rows(x2, y1, w, wsum, ignore, eps, z, scale1, loss1, g2):
 @njit(cache=True)
 def _index_grad_rows_serial(x2, y1, w, wsum, ignore, eps, z, scale1, loss1, g2):
     # serial twin of _index_grad_rows, for small inputs
+    wide_vectors()
     for i in range(x2.shape[0]):
         prefetch_row(x2, i + 1)
         loss1[i] = _index_grad_row(x2, i, y1[i], w, wsum, ignore, eps, z, scale1[i], g2)
@@ -307,7 +318,9 @@ def _index_grad_rows_serial(x2, y1, w, wsum, ignore, eps, z, scale1, loss1, g2):
 def _prob_rows(x2, t2, w, eps, z, loss1):
     # loss_n = sum_c w_c t'_c (lse - x_c) + s lse^2,  t' = (1 - e) t + e/C
     # gradient: _prob_grad_rows
+    wide_vectors()
     for i in prange(x2.shape[0]):
+        wide_vectors()
         prefetch_row(x2, i + 1)
         prefetch_row(t2, i + 1)
         loss1[i] = _prob_row(x2, t2, i, w, eps, z)
@@ -316,6 +329,7 @@ def _prob_rows(x2, t2, w, eps, z, loss1):
 @njit(cache=True)
 def _prob_rows_serial(x2, t2, w, eps, z, loss1):
     # serial twin of _prob_rows, for small inputs
+    wide_vectors()
     for i in range(x2.shape[0]):
         prefetch_row(x2, i + 1)
         prefetch_row(t2, i + 1)
@@ -325,7 +339,9 @@ def _prob_rows_serial(x2, t2, w, eps, z, loss1):
 @njit(parallel=True, cache=True)
 def _prob_grad_rows(x2, t2, w, eps, z, scale1, loss1, g2):
     # loss_n as in _prob_rows;  g_j = k [p_j (sum_c w_c t'_c + 2 s lse) - w_j t'_j]
+    wide_vectors()
     for i in prange(x2.shape[0]):
+        wide_vectors()
         prefetch_row(x2, i + 1)
         prefetch_row(t2, i + 1)
         loss1[i] = _prob_grad_row(x2, t2, i, w, eps, z, scale1[i], g2)
@@ -334,6 +350,7 @@ def _prob_grad_rows(x2, t2, w, eps, z, scale1, loss1, g2):
 @njit(cache=True)
 def _prob_grad_rows_serial(x2, t2, w, eps, z, scale1, loss1, g2):
     # serial twin of _prob_grad_rows, for small inputs
+    wide_vectors()
     for i in range(x2.shape[0]):
         prefetch_row(x2, i + 1)
         prefetch_row(t2, i + 1)
@@ -349,6 +366,7 @@ def _prob_grad_rows_serial(x2, t2, w, eps, z, scale1, loss1, g2):
 def _lane_gap_row(x3, o, j, i0, m, wj, part):
     # part[k] += w_j (m[k] - x3[o, j, i0 + k]) for class row j (prefetching row j + AHEAD).
     # Lane loops run over uint64 k (see cpu/_math.py), one class row per call.
+    wide_vectors()
     n = uint64(m.shape[0])
     prefetch_lanes(x3, o, j + AHEAD, i0, n)
     for k in range(n):
@@ -358,6 +376,7 @@ def _lane_gap_row(x3, o, j, i0, m, wj, part):
 @njit(fastmath=_REDUCE)
 def _lanes_gap(x3, o, i0, m, w, gap):
     """gap[k] = sum_j w_j (m[k] - x3[o, j, i0 + k]) in float64."""
+    wide_vectors()
     n = uint64(m.shape[0])
     part = np.empty(n, x3.dtype)
     for k in range(n):
@@ -374,6 +393,7 @@ def _lanes_gap(x3, o, i0, m, w, gap):
 @njit(fastmath=_REDUCE)
 def _lane_target_row(x3, t3, o, j, i0, m, wj, k1, k0, pm, pg):
     # pm[k] += w_j t'_jk, pg[k] += w_j t'_jk (m[k] - x_jk) for class row j
+    wide_vectors()
     n = uint64(m.shape[0])
     prefetch_lanes(x3, o, j + AHEAD, i0, n)
     prefetch_lanes(t3, o, j + AHEAD, i0, n)
@@ -386,6 +406,7 @@ def _lane_target_row(x3, t3, o, j, i0, m, wj, k1, k0, pm, pg):
 @njit(fastmath=_REDUCE)
 def _lanes_target_sums(x3, t3, o, i0, m, w, k1, k0, mass, gap):
     """mass[k] = sum_j w_j t'_jk, gap[k] = sum_j w_j t'_jk (m[k] - x_jk), t' = k1 t + k0."""
+    wide_vectors()
     n = uint64(m.shape[0])
     pm = np.empty(n, x3.dtype)
     pg = np.empty(n, x3.dtype)
@@ -406,6 +427,7 @@ def _lanes_target_sums(x3, t3, o, i0, m, w, k1, k0, mass, gap):
 @njit(fastmath=_REDUCE)
 def _index_grad_lane_row(g3, o, j, i0, a, sb, wj, live, zero):
     # g_jk = g_jk a[k] - sb[k] w_j (0 for ignored lanes) for class row j
+    wide_vectors()
     n = uint64(a.shape[0])
     prefetch_lanes(g3, o, j + AHEAD, i0, n)
     for k in range(n):
@@ -416,6 +438,7 @@ def _index_grad_lane_row(g3, o, j, i0, a, sb, wj, live, zero):
 @njit(fastmath=_REDUCE)
 def _prob_grad_lane_row(g3, t3, o, j, i0, a, wj, c1, c0):
     # g_jk = g_jk a[k] - w_j (t_jk c1[k] + c0[k]) for class row j
+    wide_vectors()
     n = uint64(a.shape[0])
     prefetch_lanes(g3, o, j + AHEAD, i0, n)
     prefetch_lanes(t3, o, j + AHEAD, i0, n)
@@ -425,6 +448,7 @@ def _prob_grad_lane_row(g3, t3, o, j, i0, a, wj, c1, c0):
 
 @njit
 def _index_lane_block(x3, y2, w, wsum, ignore, eps, z, loss2, o, i0, n):
+    wide_vectors()
     C = x3.shape[1]
     m = np.empty(n, x3.dtype)
     rest = np.empty(n, np.float64)
@@ -450,6 +474,7 @@ def _index_lane_block(x3, y2, w, wsum, ignore, eps, z, loss2, o, i0, n):
 
 @njit
 def _index_grad_lane_block(x3, y2, w, wsum, ignore, eps, z, scale2, loss2, g3, o, i0, n):
+    wide_vectors()
     C = x3.shape[1]
     m = np.empty(n, x3.dtype)
     rest = np.empty(n, np.float64)
@@ -504,6 +529,7 @@ def _index_grad_lane_block(x3, y2, w, wsum, ignore, eps, z, scale2, loss2, g3, o
 
 @njit
 def _prob_lane_block(x3, t3, w, eps, z, loss2, o, i0, n):
+    wide_vectors()
     C = x3.shape[1]
     m = np.empty(n, x3.dtype)
     rest = np.empty(n, np.float64)
@@ -525,6 +551,7 @@ def _prob_lane_block(x3, t3, w, eps, z, loss2, o, i0, n):
 
 @njit
 def _prob_grad_lane_block(x3, t3, w, eps, z, scale2, loss2, g3, o, i0, n):
+    wide_vectors()
     C = x3.shape[1]
     m = np.empty(n, x3.dtype)
     rest = np.empty(n, np.float64)
@@ -563,8 +590,10 @@ def _prob_grad_lane_block(x3, t3, w, eps, z, scale2, loss2, g3, o, i0, n):
 @njit(parallel=True, cache=True)
 def _index_lanes(x3, y2, w, wsum, ignore, eps, z, loss2, width):
     # loss as in _index_rows, class axis strided
+    wide_vectors()
     nb = (x3.shape[2] + width - 1) // width
     for t in prange(x3.shape[0] * nb):
+        wide_vectors()
         o, i0, n = lane_block(t, nb, width, x3.shape[2])
         _index_lane_block(x3, y2, w, wsum, ignore, eps, z, loss2, o, i0, n)
 
@@ -572,6 +601,7 @@ def _index_lanes(x3, y2, w, wsum, ignore, eps, z, loss2, width):
 @njit(cache=True)
 def _index_lanes_serial(x3, y2, w, wsum, ignore, eps, z, loss2, width):
     # serial twin of _index_lanes, for small inputs
+    wide_vectors()
     nb = (x3.shape[2] + width - 1) // width
     for t in range(x3.shape[0] * nb):
         o, i0, n = lane_block(t, nb, width, x3.shape[2])
@@ -581,8 +611,10 @@ def _index_lanes_serial(x3, y2, w, wsum, ignore, eps, z, loss2, width):
 @njit(parallel=True, cache=True)
 def _index_grad_lanes(x3, y2, w, wsum, ignore, eps, z, scale2, loss2, g3, width):
     # loss and gradient as in _index_grad_rows, class axis strided
+    wide_vectors()
     nb = (x3.shape[2] + width - 1) // width
     for t in prange(x3.shape[0] * nb):
+        wide_vectors()
         o, i0, n = lane_block(t, nb, width, x3.shape[2])
         _index_grad_lane_block(x3, y2, w, wsum, ignore, eps, z, scale2, loss2, g3, o, i0,
                                n)
@@ -591,6 +623,7 @@ def _index_grad_lanes(x3, y2, w, wsum, ignore, eps, z, scale2, loss2, g3, width)
 @njit(cache=True)
 def _index_grad_lanes_serial(x3, y2, w, wsum, ignore, eps, z, scale2, loss2, g3, width):
     # serial twin of _index_grad_lanes, for small inputs
+    wide_vectors()
     nb = (x3.shape[2] + width - 1) // width
     for t in range(x3.shape[0] * nb):
         o, i0, n = lane_block(t, nb, width, x3.shape[2])
@@ -601,8 +634,10 @@ def _index_grad_lanes_serial(x3, y2, w, wsum, ignore, eps, z, scale2, loss2, g3,
 @njit(parallel=True, cache=True)
 def _prob_lanes(x3, t3, w, eps, z, loss2, width):
     # loss as in _prob_rows, class axis strided
+    wide_vectors()
     nb = (x3.shape[2] + width - 1) // width
     for t in prange(x3.shape[0] * nb):
+        wide_vectors()
         o, i0, n = lane_block(t, nb, width, x3.shape[2])
         _prob_lane_block(x3, t3, w, eps, z, loss2, o, i0, n)
 
@@ -610,6 +645,7 @@ def _prob_lanes(x3, t3, w, eps, z, loss2, width):
 @njit(cache=True)
 def _prob_lanes_serial(x3, t3, w, eps, z, loss2, width):
     # serial twin of _prob_lanes, for small inputs
+    wide_vectors()
     nb = (x3.shape[2] + width - 1) // width
     for t in range(x3.shape[0] * nb):
         o, i0, n = lane_block(t, nb, width, x3.shape[2])
@@ -619,8 +655,10 @@ def _prob_lanes_serial(x3, t3, w, eps, z, loss2, width):
 @njit(parallel=True, cache=True)
 def _prob_grad_lanes(x3, t3, w, eps, z, scale2, loss2, g3, width):
     # loss and gradient as in _prob_grad_rows, class axis strided
+    wide_vectors()
     nb = (x3.shape[2] + width - 1) // width
     for t in prange(x3.shape[0] * nb):
+        wide_vectors()
         o, i0, n = lane_block(t, nb, width, x3.shape[2])
         _prob_grad_lane_block(x3, t3, w, eps, z, scale2, loss2, g3, o, i0, n)
 
@@ -628,6 +666,7 @@ def _prob_grad_lanes(x3, t3, w, eps, z, scale2, loss2, g3, width):
 @njit(cache=True)
 def _prob_grad_lanes_serial(x3, t3, w, eps, z, scale2, loss2, g3, width):
     # serial twin of _prob_grad_lanes, for small inputs
+    wide_vectors()
     nb = (x3.shape[2] + width - 1) // width
     for t in range(x3.shape[0] * nb):
         o, i0, n = lane_block(t, nb, width, x3.shape[2])

@@ -23,7 +23,7 @@ import numpy as np
 from numba import njit, prange, uint64
 
 from . import run
-from ._math import _REDUCE, as_type_of, max_nan, max_span, row_fill
+from ._math import _REDUCE, as_type_of, max_nan, max_span, row_fill, wide_vectors
 
 # --- launchers -----------------------------------------------------------------------------
 
@@ -92,6 +92,7 @@ def hinge_grad(x2, y1, margin, k1, g2=None):
 @njit(fastmath=_REDUCE)
 def _pair_sum(s2, i, top):
     """(sum_j max(0, top + s_ij), number of active pairs) over j >= 1, in float64."""
+    wide_vectors()
     zero = as_type_of(0.0, s2)
     total = 0.0
     count = 0.0
@@ -106,6 +107,7 @@ def _pair_sum(s2, i, top):
 @njit(fastmath=_REDUCE)
 def _active_dot(s2, i, top, dl2):
     """sum_j dl2[i, j - 1] over the active pairs j >= 1 (top + s_ij > 0), in float64."""
+    wide_vectors()
     total = 0.0
     zero = as_type_of(0.0, s2)
     for j in range(1, s2.shape[1]):
@@ -116,6 +118,7 @@ def _active_dot(s2, i, top, dl2):
 
 @njit
 def _store_pairs(s2, i, top, pairs2):
+    wide_vectors()
     zero = as_type_of(0.0, s2)
     for j in range(1, s2.shape[1]):
         v = top + s2[i, j]
@@ -126,6 +129,7 @@ def _store_pairs(s2, i, top, pairs2):
 def _max_margin_chunk(s2, r0, r1, margin, loss1, pairs2, store):
     # rows [r0, r1): one call per chunk of rows, since a call per short row (64 scores)
     # cost as much as the row's work
+    wide_vectors()
     for i in range(r0, r1):
         top = as_type_of(margin, s2) - s2[i, 0]
         if store:
@@ -142,8 +146,10 @@ def _chunk_rows(classes: int) -> int:
 def _max_margin_rows(s2, margin, loss1, pairs2, store, chunk):
     # h_bj = max(0, margin - s_b0 + s_bj);  loss_b = sum_j h_bj
     # gradient: _max_margin_grad_rows
+    wide_vectors()
     n = s2.shape[0]
     for c in prange((n + chunk - 1) // chunk):
+        wide_vectors()
         _max_margin_chunk(s2, c * chunk, min(c * chunk + chunk, n), margin, loss1, pairs2,
                           store)
 
@@ -157,6 +163,7 @@ def _max_margin_rows_serial(s2, margin, loss1, pairs2, store, chunk):
 @njit
 def _max_margin_grad_chunk(s2, r0, r1, margin, k, dl2, per_pair, loss1, pairs2, store, g2):
     # d h_bj / d s_bj = [h_bj > 0],  d h_bj / d s_b0 = -[h_bj > 0];  rows [r0, r1)
+    wide_vectors()
     zero = as_type_of(0.0, s2)
     kk = as_type_of(k, s2)
     for i in range(r0, r1):
@@ -180,8 +187,10 @@ def _max_margin_grad_chunk(s2, r0, r1, margin, k, dl2, per_pair, loss1, pairs2, 
 @njit(parallel=True, cache=True)
 def _max_margin_grad_rows(s2, margin, k, dl2, per_pair, loss1, pairs2, store, g2, chunk):
     # loss as in _max_margin_rows;  g_bj = k_bj [h_bj > 0],  g_b0 = -sum_j k_bj [h_bj > 0]
+    wide_vectors()
     n = s2.shape[0]
     for c in prange((n + chunk - 1) // chunk):
+        wide_vectors()
         _max_margin_grad_chunk(s2, c * chunk, min(c * chunk + chunk, n), margin, k, dl2,
                                per_pair, loss1, pairs2, store, g2)
 
@@ -204,6 +213,7 @@ def _multi_margin_sums(x2, i, y, p, margin):
     The first is the loss before weight and 1/C; the second is what the target's gradient
     sums (1 for p = 1, z for p = 2).  NaN scores give NaN.
     """
+    wide_vectors()
     top = as_type_of(margin, x2) - x2[i, y]
     zero = as_type_of(0.0, x2)
     one = as_type_of(1.0, x2)
@@ -227,13 +237,16 @@ def _multi_margin_row(x2, i, y, w, p, margin):
 def _multi_margin_rows(x2, y1, w, p, margin, loss1):
     # loss = w_y / C sum_{j != y} max(0, margin - x_y + x_j)^p
     # gradient: _multi_margin_grad_rows
+    wide_vectors()
     for i in prange(x2.shape[0]):
+        wide_vectors()
         loss1[i] = _multi_margin_row(x2, i, y1[i], w, p, margin)
 
 
 @njit(cache=True)
 def _multi_margin_rows_serial(x2, y1, w, p, margin, loss1):
     # serial twin of _multi_margin_rows, for small inputs
+    wide_vectors()
     for i in range(x2.shape[0]):
         loss1[i] = _multi_margin_row(x2, i, y1[i], w, p, margin)
 
@@ -241,6 +254,7 @@ def _multi_margin_rows_serial(x2, y1, w, p, margin, loss1):
 @njit
 def _multi_margin_grad_row(x2, i, y, w, p, margin, k, g2):
     # g_j = k w_y / C * (1 or 2 z_j) [z_j > 0] for j != y;  g_y = -sum_{j != y} g_j
+    wide_vectors()
     C = x2.shape[1]
     xy = x2[i, y]  # read before g (possibly x itself) is written
     total, slope = _multi_margin_sums(x2, i, y, p, margin)
@@ -262,13 +276,16 @@ def _multi_margin_grad_row(x2, i, y, w, p, margin, k, g2):
 @njit(parallel=True, cache=True)
 def _multi_margin_grad_rows(x2, y1, w, p, margin, k1, loss1, g2):
     # loss as in _multi_margin_rows;  g_j = k w_y/C (1 or 2 z_j)[z_j > 0], g_y = -sum_j g_j
+    wide_vectors()
     for i in prange(x2.shape[0]):
+        wide_vectors()
         loss1[i] = _multi_margin_grad_row(x2, i, y1[i], w, p, margin, k1[i], g2)
 
 
 @njit(cache=True)
 def _multi_margin_grad_rows_serial(x2, y1, w, p, margin, k1, loss1, g2):
     # serial twin of _multi_margin_grad_rows, for small inputs
+    wide_vectors()
     for i in range(x2.shape[0]):
         loss1[i] = _multi_margin_grad_row(x2, i, y1[i], w, p, margin, k1[i], g2)
 
@@ -298,6 +315,7 @@ def _first_attaining(x2, i, y, m, best):
     """The first j != y with x_j + m == best, or -1.  Each span of _SPAN elements is first
     tested in one vectorised count and only a span that holds a match is scanned: a plain
     scalar scan with an early exit took as long as the rest of the gradient (1000 classes)."""
+    wide_vectors()
     C = x2.shape[1]
     for b in range((C + _SPAN - 1) // _SPAN):
         b0 = b * _SPAN
@@ -325,13 +343,16 @@ def _hinge_row(x2, i, y, margin):
 def _hinge_rows(x2, y1, margin, loss1):
     # loss = max_j (x_j + margin [j != y]) - x_y
     # gradient: _hinge_grad_rows
+    wide_vectors()
     for i in prange(x2.shape[0]):
+        wide_vectors()
         loss1[i] = _hinge_row(x2, i, y1[i], margin)
 
 
 @njit(cache=True)
 def _hinge_rows_serial(x2, y1, margin, loss1):
     # serial twin of _hinge_rows, for small inputs
+    wide_vectors()
     for i in range(x2.shape[0]):
         loss1[i] = _hinge_row(x2, i, y1[i], margin)
 
@@ -356,12 +377,15 @@ def _hinge_grad_row(x2, i, y, margin, k, g2):
 @njit(parallel=True, cache=True)
 def _hinge_grad_rows(x2, y1, margin, k1, loss1, g2):
     # loss as in _hinge_rows;  g = k (e_j* - e_y) when max_{j != y} (x_j + margin) > x_y
+    wide_vectors()
     for i in prange(x2.shape[0]):
+        wide_vectors()
         loss1[i] = _hinge_grad_row(x2, i, y1[i], margin, k1[i], g2)
 
 
 @njit(cache=True)
 def _hinge_grad_rows_serial(x2, y1, margin, k1, loss1, g2):
     # serial twin of _hinge_grad_rows, for small inputs
+    wide_vectors()
     for i in range(x2.shape[0]):
         loss1[i] = _hinge_grad_row(x2, i, y1[i], margin, k1[i], g2)

@@ -46,6 +46,7 @@ from ._math import (
     row_rest,
     row_range,
     row_sum,
+    wide_vectors,
 )
 
 
@@ -202,6 +203,7 @@ def log_softmax_backward(logp3, dy3, s, out3=None):
 
 @njit
 def _softmax_row(x2, out2, i, s):
+    wide_vectors()
     m, low = row_range(x2, i)
     if math.isfinite(m):
         inv = as_type_of(1.0 / row_exp_store(x2, i, m, s, out2, near_ok(m, low, s)), x2)
@@ -215,7 +217,9 @@ def _softmax_row(x2, out2, i, s):
 def _softmax_rows(x2, out2, s):
     # y_j = exp((x_j - m) s) / sum_k exp((x_k - m) s),  m = max_k x_k,  s = 1 / T
     # gradient: dx = y * (dy - sum(dy * y)) * s  (_softmax_backward_rows)
+    wide_vectors()
     for i in prange(x2.shape[0]):
+        wide_vectors()
         prefetch_row(x2, i + 1)
         _softmax_row(x2, out2, i, s)
 
@@ -223,6 +227,7 @@ def _softmax_rows(x2, out2, s):
 @njit(cache=True)
 def _softmax_rows_serial(x2, out2, s):
     # serial twin of _softmax_rows, for small inputs
+    wide_vectors()
     for i in range(x2.shape[0]):
         prefetch_row(x2, i + 1)
         _softmax_row(x2, out2, i, s)
@@ -234,6 +239,7 @@ def _log_softmax_row(x2, out2, i, s, in_place):
     # (cheaper than masking them into a sum as they are made), so an in-place call keeps
     # row i of x2 aside first: both give the same bits.  A longer row does not fit in L2:
     # row_lse_parts reads it once (online) for its maximum and sums, then the output pass.
+    wide_vectors()
     src, k = x2, i
     if x2.shape[1] * x2.itemsize <= STORE_ROW_BYTES:
         m, low = row_range(x2, i)
@@ -261,6 +267,7 @@ def _log_softmax_out(src, k, out2, i, m, sm, lsm):
     # out2[i] = (src[k] - m) * sm - lsm.  A function of its own: inlined after the branch on
     # the row length, this loop ran 2x slower on znver5 (AVX-512): 1.1 ns per float32
     # element for the whole row against 0.59.
+    wide_vectors()
     for j in range(out2.shape[1]):
         out2[i, j] = (src[k, j] - m) * sm - lsm
 
@@ -269,7 +276,9 @@ def _log_softmax_out(src, k, out2, i, m, sm, lsm):
 def _log_softmax_rows(x2, out2, s, in_place):
     # y_j = (x_j - m) s - log1p(sum_{k != argmax} exp((x_k - m) s)),  m = max_k x_k
     # gradient: dx = (dy - exp(y) * sum(dy)) * s  (_log_softmax_backward_rows)
+    wide_vectors()
     for i in prange(x2.shape[0]):
+        wide_vectors()
         prefetch_row(x2, i + 1)
         _log_softmax_row(x2, out2, i, s, in_place)
 
@@ -277,6 +286,7 @@ def _log_softmax_rows(x2, out2, s, in_place):
 @njit(cache=True)
 def _log_softmax_rows_serial(x2, out2, s, in_place):
     # serial twin of _log_softmax_rows, for small inputs
+    wide_vectors()
     for i in range(x2.shape[0]):
         prefetch_row(x2, i + 1)
         _log_softmax_row(x2, out2, i, s, in_place)
@@ -294,7 +304,9 @@ def _lse_row(x2, i):
 def _logsumexp_rows(x2, out1):
     # lse = m + log1p(sum_{k != argmax} exp(x_k - m)),  m = max_k x_k
     # gradient: d lse / dx = softmax(x)
+    wide_vectors()
     for i in prange(x2.shape[0]):
+        wide_vectors()
         prefetch_row(x2, i + 1)
         out1[i] = _lse_row(x2, i)
 
@@ -302,6 +314,7 @@ def _logsumexp_rows(x2, out1):
 @njit(cache=True)
 def _logsumexp_rows_serial(x2, out1):
     # serial twin of _logsumexp_rows, for small inputs
+    wide_vectors()
     for i in range(x2.shape[0]):
         prefetch_row(x2, i + 1)
         out1[i] = _lse_row(x2, i)
@@ -309,6 +322,7 @@ def _logsumexp_rows_serial(x2, out1):
 
 @njit
 def _softmax_backward_row(y2, dy2, out2, i, s):
+    wide_vectors()
     dot = as_type_of(row_dot(dy2, y2, i), y2)
     sm = as_type_of(s[0], y2)
     for j in range(y2.shape[1]):
@@ -319,19 +333,23 @@ def _softmax_backward_row(y2, dy2, out2, i, s):
 def _softmax_backward_rows(y2, dy2, out2, s):
     # y = softmax(x s):  dx_j = y_j (dy_j - sum_k dy_k y_k) s
     # (the vector-Jacobian product of softmax; linear in dy)
+    wide_vectors()
     for i in prange(y2.shape[0]):
+        wide_vectors()
         _softmax_backward_row(y2, dy2, out2, i, s)
 
 
 @njit(cache=True)
 def _softmax_backward_rows_serial(y2, dy2, out2, s):
     # serial twin of _softmax_backward_rows, for small inputs
+    wide_vectors()
     for i in range(y2.shape[0]):
         _softmax_backward_row(y2, dy2, out2, i, s)
 
 
 @njit
 def _log_softmax_backward_row(logp2, dy2, out2, i, s):
+    wide_vectors()
     total = as_type_of(row_sum(dy2, i), logp2)
     sm = as_type_of(s[0], logp2)
     for j in range(logp2.shape[1]):
@@ -342,13 +360,16 @@ def _log_softmax_backward_row(logp2, dy2, out2, i, s):
 def _log_softmax_backward_rows(logp2, dy2, out2, s):
     # logp = log_softmax(x s):  dx_j = (dy_j - exp(logp_j) sum_k dy_k) s
     # (the vector-Jacobian product of log_softmax; linear in dy)
+    wide_vectors()
     for i in prange(logp2.shape[0]):
+        wide_vectors()
         _log_softmax_backward_row(logp2, dy2, out2, i, s)
 
 
 @njit(cache=True)
 def _log_softmax_backward_rows_serial(logp2, dy2, out2, s):
     # serial twin of _log_softmax_backward_rows, for small inputs
+    wide_vectors()
     for i in range(logp2.shape[0]):
         _log_softmax_backward_row(logp2, dy2, out2, i, s)
 
@@ -362,6 +383,7 @@ def _scale_lane_row(out3, o, j, i0, inv):
     # out3[o, j, i0 + k] *= inv[k] (prefetching row j + AHEAD).  A function of its own:
     # 5-9% faster than nested in the loop over j (znver5); log_softmax's output loop, of the
     # same shape, measured 20% slower as a function and stays nested
+    wide_vectors()
     w = uint64(inv.shape[0])
     prefetch_lanes(out3, o, j + AHEAD, i0, w)
     for k in range(w):
@@ -370,6 +392,7 @@ def _scale_lane_row(out3, o, j, i0, inv):
 
 @njit
 def _softmax_lane_block(x3, out3, s, o, i0, w):
+    wide_vectors()
     m = np.empty(w, x3.dtype)
     total = np.empty(w, np.float64)
     near = lanes_range(x3, o, i0, m, np.empty(w, x3.dtype), s)
@@ -385,8 +408,10 @@ def _softmax_lane_block(x3, out3, s, o, i0, w):
 def _softmax_lanes(x3, out3, s, width):
     # y_j = exp((x_j - m) s) / sum_k exp((x_k - m) s) along axis 1, lane by lane
     # gradient: dx = y * (dy - sum(dy * y)) * s  (_softmax_backward_lanes)
+    wide_vectors()
     nb = (x3.shape[2] + width - 1) // width
     for t in prange(x3.shape[0] * nb):
+        wide_vectors()
         o, i0, n = lane_block(t, nb, width, x3.shape[2])
         _softmax_lane_block(x3, out3, s, o, i0, n)
 
@@ -394,6 +419,7 @@ def _softmax_lanes(x3, out3, s, width):
 @njit(cache=True)
 def _softmax_lanes_serial(x3, out3, s, width):
     # serial twin of _softmax_lanes, for small inputs
+    wide_vectors()
     nb = (x3.shape[2] + width - 1) // width
     for t in range(x3.shape[0] * nb):
         o, i0, n = lane_block(t, nb, width, x3.shape[2])
@@ -403,6 +429,7 @@ def _softmax_lanes_serial(x3, out3, s, width):
 @njit
 def _lse_lane_block(x3, o, i0, w, s, m, lse):
     """m[k] and lse[k] = log(sum_j exp((x - m[k]) s)) for each lane (0 where m is not finite)."""
+    wide_vectors()
     rest = np.empty(w, np.float64)
     ties = np.empty(w, np.float64)
     near = lanes_range(x3, o, i0, m, np.empty(w, x3.dtype), s)
@@ -413,6 +440,7 @@ def _lse_lane_block(x3, o, i0, w, s, m, lse):
 
 @njit
 def _log_softmax_lane_block(x3, out3, s, o, i0, w):
+    wide_vectors()
     m = np.empty(w, x3.dtype)
     lse = np.empty(w, np.float64)
     _lse_lane_block(x3, o, i0, w, s, m, lse)
@@ -430,8 +458,10 @@ def _log_softmax_lane_block(x3, out3, s, o, i0, w):
 def _log_softmax_lanes(x3, out3, s, width):
     # y_j = (x_j - m) s - log(sum_k exp((x_k - m) s)) along axis 1, lane by lane
     # gradient: dx = (dy - exp(y) * sum(dy)) * s  (_log_softmax_backward_lanes)
+    wide_vectors()
     nb = (x3.shape[2] + width - 1) // width
     for t in prange(x3.shape[0] * nb):
+        wide_vectors()
         o, i0, n = lane_block(t, nb, width, x3.shape[2])
         _log_softmax_lane_block(x3, out3, s, o, i0, n)
 
@@ -439,6 +469,7 @@ def _log_softmax_lanes(x3, out3, s, width):
 @njit(cache=True)
 def _log_softmax_lanes_serial(x3, out3, s, width):
     # serial twin of _log_softmax_lanes, for small inputs
+    wide_vectors()
     nb = (x3.shape[2] + width - 1) // width
     for t in range(x3.shape[0] * nb):
         o, i0, n = lane_block(t, nb, width, x3.shape[2])
@@ -447,6 +478,7 @@ def _log_softmax_lanes_serial(x3, out3, s, width):
 
 @njit
 def _logsumexp_lane_block(x3, out2, o, i0, w):
+    wide_vectors()
     m = np.empty(w, x3.dtype)
     lse = np.empty(w, np.float64)
     _lse_lane_block(x3, o, i0, w, (1.0, 0.0), m, lse)
@@ -461,8 +493,10 @@ def _logsumexp_lane_block(x3, out2, o, i0, w):
 def _logsumexp_lanes(x3, out2, width):
     # lse = m + log(sum_k exp(x_k - m)) along axis 1, lane by lane
     # gradient: d lse / dx = softmax(x)
+    wide_vectors()
     nb = (x3.shape[2] + width - 1) // width
     for t in prange(x3.shape[0] * nb):
+        wide_vectors()
         o, i0, n = lane_block(t, nb, width, x3.shape[2])
         _logsumexp_lane_block(x3, out2, o, i0, n)
 
@@ -470,6 +504,7 @@ def _logsumexp_lanes(x3, out2, width):
 @njit(cache=True)
 def _logsumexp_lanes_serial(x3, out2, width):
     # serial twin of _logsumexp_lanes, for small inputs
+    wide_vectors()
     nb = (x3.shape[2] + width - 1) // width
     for t in range(x3.shape[0] * nb):
         o, i0, n = lane_block(t, nb, width, x3.shape[2])
@@ -478,6 +513,7 @@ def _logsumexp_lanes_serial(x3, out2, width):
 
 @njit
 def _softmax_backward_lane_block(y3, dy3, out3, s, o, i0, w):
+    wide_vectors()
     dot = np.empty(w, np.float64)
     lanes_dot(dy3, y3, o, i0, dot)
     d = np.empty(w, y3.dtype)
@@ -495,8 +531,10 @@ def _softmax_backward_lane_block(y3, dy3, out3, s, o, i0, w):
 def _softmax_backward_lanes(y3, dy3, out3, s, width):
     # y = softmax(x s) along axis 1:  dx_j = y_j (dy_j - sum_k dy_k y_k) s
     # (the vector-Jacobian product of softmax; linear in dy)
+    wide_vectors()
     nb = (y3.shape[2] + width - 1) // width
     for t in prange(y3.shape[0] * nb):
+        wide_vectors()
         o, i0, n = lane_block(t, nb, width, y3.shape[2])
         _softmax_backward_lane_block(y3, dy3, out3, s, o, i0, n)
 
@@ -504,6 +542,7 @@ def _softmax_backward_lanes(y3, dy3, out3, s, width):
 @njit(cache=True)
 def _softmax_backward_lanes_serial(y3, dy3, out3, s, width):
     # serial twin of _softmax_backward_lanes, for small inputs
+    wide_vectors()
     nb = (y3.shape[2] + width - 1) // width
     for t in range(y3.shape[0] * nb):
         o, i0, n = lane_block(t, nb, width, y3.shape[2])
@@ -512,6 +551,7 @@ def _softmax_backward_lanes_serial(y3, dy3, out3, s, width):
 
 @njit
 def _log_softmax_backward_lane_block(logp3, dy3, out3, s, o, i0, w):
+    wide_vectors()
     total = np.empty(w, np.float64)
     lanes_sum(dy3, o, i0, total)
     t = np.empty(w, logp3.dtype)
@@ -529,8 +569,10 @@ def _log_softmax_backward_lane_block(logp3, dy3, out3, s, o, i0, w):
 def _log_softmax_backward_lanes(logp3, dy3, out3, s, width):
     # logp = log_softmax(x s) along axis 1:  dx_j = (dy_j - exp(logp_j) sum_k dy_k) s
     # (the vector-Jacobian product of log_softmax; linear in dy)
+    wide_vectors()
     nb = (logp3.shape[2] + width - 1) // width
     for t in prange(logp3.shape[0] * nb):
+        wide_vectors()
         o, i0, n = lane_block(t, nb, width, logp3.shape[2])
         _log_softmax_backward_lane_block(logp3, dy3, out3, s, o, i0, n)
 
@@ -538,6 +580,7 @@ def _log_softmax_backward_lanes(logp3, dy3, out3, s, width):
 @njit(cache=True)
 def _log_softmax_backward_lanes_serial(logp3, dy3, out3, s, width):
     # serial twin of _log_softmax_backward_lanes, for small inputs
+    wide_vectors()
     nb = (logp3.shape[2] + width - 1) // width
     for t in range(logp3.shape[0] * nb):
         o, i0, n = lane_block(t, nb, width, logp3.shape[2])
@@ -552,6 +595,7 @@ def _lse_b_lane(x3, b3, o, i, return_sign):
     # lse = log|sum_j b_j exp(x_j)| with terms of b_j == 0 left out (even if x_j is inf/NaN);
     # sign = sign of the sum.  The maximal terms are kept apart: lse = m + log|mb| + log1p(r/mb).
     # gradient: d lse / dx_j = b_j exp(x_j - lse) * sign
+    wide_vectors()
     C = x3.shape[1]
     m = -np.inf
     for j in range(C):
@@ -589,8 +633,10 @@ def _lse_b_lane(x3, b3, o, i, return_sign):
 def _logsumexp_b(x3, b3, out2, sign2, return_sign):
     # out = log|sum_j b_j exp(x_j)| along axis 1 (SciPy's logsumexp with b), sign2 its sign
     # gradient: d out / dx_j = b_j exp(x_j - out) * sign
+    wide_vectors()
     n = x3.shape[0] * x3.shape[2]
     for t in prange(n):
+        wide_vectors()
         o = t // x3.shape[2]
         i = t % x3.shape[2]
         out2[o, i], sign2[o, i] = _lse_b_lane(x3, b3, o, i, return_sign)
@@ -599,6 +645,7 @@ def _logsumexp_b(x3, b3, out2, sign2, return_sign):
 @njit(cache=True)
 def _logsumexp_b_serial(x3, b3, out2, sign2, return_sign):
     # serial twin of _logsumexp_b, for small inputs
+    wide_vectors()
     n = x3.shape[0] * x3.shape[2]
     for t in range(n):
         o = t // x3.shape[2]
