@@ -142,8 +142,8 @@ def _fresh_llvm(fn, *args):
     "name, make_args",
     [
         ("row_range", lambda x: (x, 0)),
-        ("row_exp_store", lambda x: (x, 0, x.dtype.type(3), (1.0, 0.0), np.empty_like(x), False)),
-        ("row_exp_store", lambda x: (x, 0, x.dtype.type(3), (1.0, 0.0), np.empty_like(x), True)),
+        ("row_exp_sum", lambda x: (x, 0, x.dtype.type(3), (1.0, 0.0), np.empty_like(x), 0, False)),
+        ("row_exp_sum", lambda x: (x, 0, x.dtype.type(3), (1.0, 0.0), np.empty_like(x), 0, True)),
         ("row_sumexp", lambda x: (x, 0, x.dtype.type(3), (1.0, 0.0), False)),
         ("row_sumexp", lambda x: (x, 0, x.dtype.type(3), (1.0, 0.0), True)),
         ("row_lse_parts", lambda x: (np.ones((2, _math.ONLINE_ROW_BYTES // x.itemsize + 100),

@@ -37,15 +37,17 @@ from ._math import (
     prefetch_lanes,
     prefetch_row,
     row_dot,
-    row_exp,
     row_fill,
-    row_exp_store,
+    row_copy,
+    row_exp,
+    row_rest,
+    row_exp_sum,
     ONLINE_ROW_BYTES,
     row_lse,
     row_lse_parts,
-    row_rest,
     row_range,
     row_sum,
+    same_memory,
     wide_vectors,
 )
 
@@ -202,15 +204,22 @@ def log_softmax_backward(logp3, dy3, s, out3=None):
 
 
 @njit
-def _softmax_row(x2, out2, i, s):
+def _softmax_row(x2, out2, i, s, aside):
+    # aside: out2 is x2 (in place), so the exponentials are taken from a copy of the row
+    # (see row_copy); the same bits either way
     wide_vectors()
     m, low = row_range(x2, i)
-    if math.isfinite(m):
-        inv = as_type_of(1.0 / row_exp_store(x2, i, m, s, out2, near_ok(m, low, s)), x2)
-        for j in range(x2.shape[1]):
-            out2[i, j] *= inv
-    else:  # +inf, NaN, or all -inf
+    if not math.isfinite(m):  # +inf, NaN, or all -inf
         row_fill(out2, i, np.nan)
+        return
+    near = near_ok(m, low, s)
+    if aside:
+        total = row_exp_sum(row_copy(x2, i), 0, m, s, out2, i, near)
+    else:
+        total = row_exp_sum(x2, i, m, s, out2, i, near)
+    inv = as_type_of(1.0 / total, x2)
+    for j in range(x2.shape[1]):
+        out2[i, j] *= inv
 
 
 @njit(parallel=True, cache=True)
@@ -218,19 +227,21 @@ def _softmax_rows(x2, out2, s):
     # y_j = exp((x_j - m) s) / sum_k exp((x_k - m) s),  m = max_k x_k,  s = 1 / T
     # gradient: dx = y * (dy - sum(dy * y)) * s  (_softmax_backward_rows)
     wide_vectors()
+    aside = same_memory(x2, out2)
     for i in prange(x2.shape[0]):
         wide_vectors()
         prefetch_row(x2, i + 1)
-        _softmax_row(x2, out2, i, s)
+        _softmax_row(x2, out2, i, s, aside)
 
 
 @njit(cache=True)
 def _softmax_rows_serial(x2, out2, s):
     # serial twin of _softmax_rows, for small inputs
     wide_vectors()
+    aside = same_memory(x2, out2)
     for i in range(x2.shape[0]):
         prefetch_row(x2, i + 1)
-        _softmax_row(x2, out2, i, s)
+        _softmax_row(x2, out2, i, s, aside)
 
 
 @njit
