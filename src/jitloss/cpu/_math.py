@@ -660,10 +660,10 @@ def same_memory(a, b):
 
 @njit
 def row_copy(x2, i):
-    """Row i of x2 as a (1, classes) array of its own: the source of row_exp_sum and
-    row_exp_rest in place.  Reading the memory it writes, a loop that also sums runs LLVM's
-    scalar fallback, which sums in another order: the copy keeps in-place results bitwise
-    equal to allocated ones."""
+    """Row i of x2 as a (1, classes) array of its own: the source of row_exp_sum in place.
+    Reading the memory it writes, a loop that also sums runs LLVM's scalar fallback, which
+    sums in another order: the copy keeps in-place results bitwise equal to allocated ones.
+    """
     wide_vectors()
     src = np.empty((1, x2.shape[1]), x2.dtype)
     for j in range(x2.shape[1]):
