@@ -310,6 +310,11 @@ def _extreme_rows(rng):
     rows.append(np.array([-745.0, 0.0, -708.0, -1.0]))  # subnormal results
     rows.append(np.array([1e-300, -1e-300, 0.0]))
     rows.append(np.array([3.0, 3.0, 3.0, 2.0]))  # ties at the maximum
+    # sums of exponentials on either side of 2, where log_softmax switches from summing the
+    # terms below the maximum again (row_rest) to log1p(sum - 1)
+    rows.append(np.array([0.0, -1e-9]))
+    rows.append(np.array([0.0, 0.0, -50.0]))
+    rows.append(np.array([0.0, -1e-9, -1e-9, -60.0]))
     return rows
 
 

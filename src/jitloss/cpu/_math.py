@@ -678,8 +678,8 @@ def row_exp_sum(x2, k, m, s, out2, i, near):
 
     One loop instead of storing, then summing the stored row (float32 softmax, 2 threads,
     emeraldrapids): 0.96 of the time at 128 x 1000, 0.93 at 4096 x 1000, 0.82 at 65536 x
-    64.  The same fusion for log_softmax's (rest, ties), a compare and two selects more per
-    term, measured 1.01-1.06: it stores first, then sums (row_exp, row_rest).
+    64.  The same fusion for (rest, ties), a compare and two selects more per term,
+    measured 1.01-1.06 for log_softmax: it takes this sum instead (see _log_softmax_row).
     """
     wide_vectors()
     n = x2.shape[1]

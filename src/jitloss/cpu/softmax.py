@@ -39,8 +39,6 @@ from ._math import (
     row_dot,
     row_fill,
     row_copy,
-    row_exp,
-    row_rest,
     row_exp_sum,
     ONLINE_ROW_BYTES,
     row_lse,
@@ -48,6 +46,7 @@ from ._math import (
     row_range,
     row_sum,
     same_memory,
+    row_rest,
     wide_vectors,
 )
 
@@ -246,10 +245,16 @@ def _softmax_rows_serial(x2, out2, s):
 
 @njit
 def _log_softmax_row(x2, out2, i, s, in_place):
-    # A row of up to STORE_ROW_BYTES stores its exponentials in out2, then sums them
-    # (cheaper than masking them into a sum as they are made), so an in-place call keeps
-    # row i of x2 aside first: both give the same bits.  A longer row does not fit in L2:
-    # row_lse_parts reads it once (online) for its maximum and sums, then the output pass.
+    # A row of up to STORE_ROW_BYTES stores its exponentials in out2 as it sums them
+    # (row_exp_sum), so an in-place call keeps row i of x2 aside first: that loop must not
+    # read what it writes (see row_copy), and the output pass reads the copy.  A sum S >= 2
+    # gives log1p_rest(S - 1, 1) = log1p(S - 1), exact to the last bit of S (no term is
+    # small beside S); below 2 the largest term dominates, and the stored row is summed
+    # again without the terms equal to 1 (row_rest), which keeps a probability near 1 its
+    # tiny logarithm.  Against storing and then row_rest for every row: 0.88-0.98 of the
+    # time at 1000 to 128256 float32 classes, 0.93-1.05 at 64 (2 threads, emeraldrapids).
+    # A longer row does not fit in L2: row_lse_parts reads it once (online) for its maximum
+    # and sums, then the output pass.
     wide_vectors()
     src, k = x2, i
     if x2.shape[1] * x2.itemsize <= STORE_ROW_BYTES:
@@ -261,8 +266,11 @@ def _log_softmax_row(x2, out2, i, s, in_place):
             src, k = np.empty((1, x2.shape[1]), x2.dtype), i - i  # 0 of i's (prange) type
             for j in range(x2.shape[1]):
                 src[0, j] = x2[i, j]
-        row_exp(x2, i, m, s, out2, near_ok(m, low, s))
-        rest, ties = row_rest(out2, i)
+        total = row_exp_sum(src, k, m, s, out2, i, near_ok(m, low, s))
+        if total >= 2.0:
+            rest, ties = total - 1.0, 1.0
+        else:
+            rest, ties = row_rest(out2, i)
     else:
         m, rest, ties = row_lse_parts(x2, i, s)
         if not math.isfinite(m):
