@@ -93,8 +93,7 @@ def log_softmax(x3, s, out3=None):
     out3 = _empty(x3.shape, x3.dtype, out3)
     x2 = _rows(x3)
     if x2 is not None:
-        in_place = out3 is not None and np.may_share_memory(x3, out3)
-        run(_log_softmax_rows_serial, _log_softmax_rows, x3.size, x2, _rows(out3), s, in_place)
+        run(_log_softmax_rows_serial, _log_softmax_rows, x3.size, x2, _rows(out3), s)
     else:
         run(_log_softmax_lanes_serial, _log_softmax_lanes, x3.size, x3, out3, s, _width(x3))
     return out3
@@ -124,7 +123,7 @@ def softmax_small(x):
 def log_softmax_small(x):
     """log_softmax's twin of softmax_small."""
     out = np.empty_like(x)
-    _log_softmax_rows_serial(_as_rows(x), _as_rows(out), (1.0, 0.0), False)
+    _log_softmax_rows_serial(_as_rows(x), _as_rows(out), (1.0, 0.0))
     return out
 
 
@@ -244,12 +243,12 @@ def _softmax_rows_serial(x2, out2, s):
 
 
 @njit
-def _log_softmax_row(x2, out2, i, s, in_place):
+def _log_softmax_row(x2, out2, i, s, aside):
     # A row of up to STORE_ROW_BYTES stores its exponentials in out2 as it sums them
-    # (row_exp_sum), so an in-place call keeps row i of x2 aside first: that loop must not
-    # read what it writes (see row_copy), and the output pass reads the copy.  A sum S >= 2
-    # gives log1p_rest(S - 1, 1) = log1p(S - 1), exact to the last bit of S (no term is
-    # small beside S); below 2 the largest term dominates, and the stored row is summed
+    # (row_exp_sum), so in place (aside, as in _softmax_row) it reads a copy of row i: that
+    # loop must not read what it writes (see row_copy), and the output pass reads the copy.
+    # A sum S >= 2 gives log1p_rest(S - 1, 1) = log1p(S - 1), exact to the last bit of S (no
+    # term is small beside S); below 2 the largest term dominates, and the stored row is summed
     # again without the terms equal to 1 (row_rest), which keeps a probability near 1 its
     # tiny logarithm.  Against storing and then row_rest for every row: 0.88-0.98 of the
     # time at 1000 to 128256 float32 classes, 0.93-1.05 at 64 (2 threads, emeraldrapids).
@@ -262,10 +261,8 @@ def _log_softmax_row(x2, out2, i, s, in_place):
         if not math.isfinite(m):
             row_fill(out2, i, np.nan)
             return
-        if in_place:
-            src, k = np.empty((1, x2.shape[1]), x2.dtype), i - i  # 0 of i's (prange) type
-            for j in range(x2.shape[1]):
-                src[0, j] = x2[i, j]
+        if aside:
+            src, k = row_copy(x2, i), i - i  # 0 of i's (prange) type
         total = row_exp_sum(src, k, m, s, out2, i, near_ok(m, low, s))
         if total >= 2.0:
             rest, ties = total - 1.0, 1.0
@@ -292,23 +289,25 @@ def _log_softmax_out(src, k, out2, i, m, sm, lsm):
 
 
 @njit(parallel=True, cache=True)
-def _log_softmax_rows(x2, out2, s, in_place):
+def _log_softmax_rows(x2, out2, s):
     # y_j = (x_j - m) s - log1p(sum_{k != argmax} exp((x_k - m) s)),  m = max_k x_k
     # gradient: dx = (dy - exp(y) * sum(dy)) * s  (_log_softmax_backward_rows)
     wide_vectors()
+    aside = same_memory(x2, out2)
     for i in prange(x2.shape[0]):
         wide_vectors()
         prefetch_row(x2, i + 1)
-        _log_softmax_row(x2, out2, i, s, in_place)
+        _log_softmax_row(x2, out2, i, s, aside)
 
 
 @njit(cache=True)
-def _log_softmax_rows_serial(x2, out2, s, in_place):
+def _log_softmax_rows_serial(x2, out2, s):
     # serial twin of _log_softmax_rows, for small inputs
     wide_vectors()
+    aside = same_memory(x2, out2)
     for i in range(x2.shape[0]):
         prefetch_row(x2, i + 1)
-        _log_softmax_row(x2, out2, i, s, in_place)
+        _log_softmax_row(x2, out2, i, s, aside)
 
 
 @njit
