@@ -56,6 +56,7 @@ from numba.np.numpy_support import as_dtype
 
 __all__ = [
     "BLOCK",
+    "pairwise_sum",
     "LANE_BLOCK",
     "as_type_of",
     "exp",
@@ -581,6 +582,82 @@ def row_sum(a2, i):
             part += a2[i, b0 + jj]
         total += part
     return total
+
+
+# "mean" and "sum" add the float64 per-sample losses in NumPy's pairwise order: what
+# np.add.reduce does for a contiguous array (0.0 plus: eight running sums over a block of
+# up to PAIRWISE_BLOCK terms, the rest one by one; longer spans split in two halves whose
+# sizes are multiples of 8).  The same bits as .sum(), in a compiled call of about 0.2 us
+# instead of about 1 us for np.add.reduce (a 14-class cross_entropy takes 4-5 us).
+PAIRWISE_BLOCK = 128
+
+
+@njit(cache=True)
+def pairwise_sum(a):
+    """0.0 + the pairwise sum of the 1-D float64 array ``a`` (np.add.reduce's bits)."""
+    wide_vectors()
+    n = a.shape[0]
+    if n <= PAIRWISE_BLOCK:
+        return 0.0 + _pairwise_block(a, 0, n)
+    # NumPy recurses: sum(lo, n) = sum(lo, h) + sum(lo + h, n - h), h = n // 2 rounded
+    # down to a multiple of 8.  The same order with a stack of spans (a recursive function
+    # would do, but numba's cache loads recursive functions wrongly, and they crash).
+    # Each span is (lo, n, phase): phase 0 has summed neither half yet, 1 the first half.
+    lo_ = np.empty(64, np.int64)
+    n_ = np.empty(64, np.int64)
+    phase = np.empty(64, np.int64)
+    vals = np.empty(64, np.float64)
+    lo_[0], n_[0], phase[0] = 0, n, 0
+    sp, nv = 1, 0
+    while sp > 0:
+        lo, m, ph = lo_[sp - 1], n_[sp - 1], phase[sp - 1]
+        h = m // 2 - (m // 2) % 8
+        if m <= PAIRWISE_BLOCK:
+            vals[nv] = _pairwise_block(a, lo, m)
+            nv += 1
+            sp -= 1
+        elif ph == 0:
+            phase[sp - 1] = 1
+            lo_[sp], n_[sp], phase[sp] = lo, h, 0
+            sp += 1
+        elif ph == 1:
+            phase[sp - 1] = 2
+            lo_[sp], n_[sp], phase[sp] = lo + h, m - h, 0
+            sp += 1
+        else:  # both halves summed: their values are the top two
+            nv -= 1
+            vals[nv - 1] = vals[nv - 1] + vals[nv]
+            sp -= 1
+    return 0.0 + vals[0]
+
+
+@njit
+def _pairwise_block(a, lo, n):
+    wide_vectors()
+    if n < 8:
+        res = 0.0
+        for i in range(lo, lo + n):
+            res += a[i]
+        return res
+    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+    i = 8
+    while i < n - n % 8:
+        j = lo + i
+        r0 += a[j]
+        r1 += a[j + 1]
+        r2 += a[j + 2]
+        r3 += a[j + 3]
+        r4 += a[j + 4]
+        r5 += a[j + 5]
+        r6 += a[j + 6]
+        r7 += a[j + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += a[lo + i]
+        i += 1
+    return res
 
 
 @njit(fastmath=_REDUCE)
