@@ -83,6 +83,7 @@ def any_cuda_array(*objs) -> bool:
 
 NATIVE = (np.dtype(np.float32), np.dtype(np.float64))
 _F32, _F64 = NATIVE
+_INT64 = np.dtype(np.int64)
 
 
 def result_dtype(dtype: np.dtype, name: str) -> np.dtype:
@@ -191,7 +192,7 @@ def plain_index_rows(x, target, axis) -> bool:
         type(x) is np.ndarray and type(target) is np.ndarray and x.ndim == 2
         and type(axis) is int and (axis == -1 or axis == 1)
         and x.dtype in NATIVE and x.flags.c_contiguous
-        and target.dtype == np.int64 and target.shape == x.shape[:1]
+        and target.dtype == _INT64 and target.shape == x.shape[:1]
         and target.flags.c_contiguous
     )
 
@@ -227,6 +228,11 @@ def reduce_losses(per_sample: np.ndarray, reduction: str, denominator: float, re
     flat = per_sample.reshape(-1)
     # NumPy's own loop is the faster one for long arrays (2x at a million), the same bits
     total = pairwise_sum(flat) if flat.size <= 4096 else float(np.add.reduce(flat))
+    return reduce_total(total, reduction, denominator, result)
+
+
+def reduce_total(total: float, reduction: str, denominator: float, result):
+    """reduce_losses from the sum of the per-sample losses ("mean" or "sum")."""
     if reduction == "mean":
         total = total / denominator if denominator != 0 else float("nan")
     return result.type(total)

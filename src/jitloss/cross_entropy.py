@@ -246,11 +246,11 @@ def cross_entropy(
         )
     if _small(logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss):
         classes = logits.shape[1]
-        first, den, loss1 = _cpu.index_small(logits, target, ignore_index,
+        first, den, total = _cpu.index_small(logits, target, ignore_index,
                                              _ones(classes, logits.dtype))
         if first >= 0:
             raise _args.label_error(target, first, classes, ignore_index)
-        return _args.reduce_losses(loss1, reduction, den, logits.dtype)
+        return _args.reduce_total(total, reduction, den, logits.dtype)
     plan = _plan(logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss)
     if plan.kind == "index":
         loss2 = _cpu.index_loss(plan.x3, plan.y2, plan.w, plan.wsum, plan.ignore, plan.eps,
@@ -325,12 +325,12 @@ def cross_entropy_with_grad(
             logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss):
         classes = logits.shape[1]
         g2 = np.empty_like(logits) if grad_out is None else grad_out
-        first, den, loss1 = _cpu.index_grad_small(logits, target, ignore_index,
+        first, den, total = _cpu.index_grad_small(logits, target, ignore_index,
                                                   _ones(classes, logits.dtype),
                                                   reduction == "mean", g2)
         if first >= 0:
             raise _args.label_error(target, first, classes, ignore_index)
-        return _args.reduce_losses(loss1, reduction, den, logits.dtype), g2
+        return _args.reduce_total(total, reduction, den, logits.dtype), g2
     plan = _plan(logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss)
     scale2 = _scale2(plan, dloss)
     rows = plan.rows

@@ -49,6 +49,7 @@ from ._math import (
     lanes_sumexp,
     log1p_rest,
     near_ok,
+    pairwise_sum,
     prefetch_lanes,
     prefetch_row,
     row_exp,
@@ -100,30 +101,32 @@ def index_loss_grad(x3, y2, w, wsum, ignore, eps, z, scale2, g3=None):
 
 @njit(cache=True)
 def index_small(x2, y1, ignore, w):
-    """(first, denominator, loss1) for a small call with class indices, unit weights and
+    """(first, denominator, total) for a small call with class indices, unit weights and
     neither smoothing nor z-loss: the label scan (``_labels.scan``) and, if every label is
-    valid (first == -1), the per-sample losses, in one compiled call (the serial kernel:
-    the same bits as the general path)."""
+    valid (first == -1), the sum of the per-sample losses, in one compiled call (the
+    serial kernel and reduce_losses' sum: the same bits as the general path)."""
     first, denominator = scan(y1, x2.shape[1], ignore, w)
+    if first >= 0:
+        return first, denominator, 0.0
     loss1 = np.empty(x2.shape[0], np.float64)
-    if first < 0:
-        _index_rows_serial(x2, y1, w, float(x2.shape[1]), ignore, 0.0, 0.0, loss1)
-    return first, denominator, loss1
+    _index_rows_serial(x2, y1, w, float(x2.shape[1]), ignore, 0.0, 0.0, loss1)
+    return first, denominator, pairwise_sum(loss1)
 
 
 @njit(cache=True)
 def index_grad_small(x2, y1, ignore, w, mean, g2):
     """index_small with the gradient into g2 (which may be x2), for dloss = 1."""
     first, denominator = scan(y1, x2.shape[1], ignore, w)
+    if first >= 0:
+        return first, denominator, 0.0
     loss1 = np.empty(x2.shape[0], np.float64)
-    if first < 0:
-        k = 1.0
-        if mean:  # as _args.upstream_scale
-            k = k / denominator if denominator != 0 else 0.0
-        scale1 = np.full(x2.shape[0], k)
-        _index_grad_rows_serial(x2, y1, w, float(x2.shape[1]), ignore, 0.0, 0.0, scale1,
-                                loss1, g2)
-    return first, denominator, loss1
+    k = 1.0
+    if mean:  # as _args.upstream_scale
+        k = k / denominator if denominator != 0 else 0.0
+    scale1 = np.full(x2.shape[0], k)
+    _index_grad_rows_serial(x2, y1, w, float(x2.shape[1]), ignore, 0.0, 0.0, scale1,
+                            loss1, g2)
+    return first, denominator, pairwise_sum(loss1)
 
 
 def prob_loss(x3, t3, w, eps, z):
