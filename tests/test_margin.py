@@ -365,3 +365,60 @@ def test_class_index_fast_plan_matches_the_general_one(dtype, red):
         jitloss.multi_margin_loss(x, y, margin=-1.0)
     with pytest.raises(ValueError, match="reduction"):
         jitloss.multiclass_hinge_loss(x, y, reduction="avg")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 2), (3, 14), (700, 30)])
+@pytest.mark.parametrize("red", ["mean", "sum"])
+def test_small_call_shortcuts_give_the_general_paths_bits(dtype, shape, red):
+    # unweighted (N, C) rows with int64 labels, "mean"/"sum" and dloss=1 take one compiled
+    # call (cpu/margin.py's *_small); int32 labels, or num_negatives for max-margin, take the
+    # general path: the same bits, losses and gradients, in place or not
+    x = (_rng(41).standard_normal(shape) * 2).astype(dtype)
+    y = _rng(42).integers(0, shape[1], shape[0])
+    y32 = y.astype(np.int32)
+    for fn, kw in [(jitloss.multi_margin_loss, {}), (jitloss.multi_margin_loss, {"p": 2}),
+                   (jitloss.multiclass_hinge_loss, {"margin": 0.5})]:
+        fast = fn(x, y, reduction=red, **kw)
+        assert type(fast) is dtype
+        np.testing.assert_array_equal(fast, fn(x, y32, reduction=red, **kw))
+    per = ref.multi_margin_per_sample(x, y, 1, 1.0, None, -1)
+    np.testing.assert_allclose(jitloss.multi_margin_loss(x, y, reduction=red),
+                               per.sum() if red == "sum" else per.mean(),
+                               rtol=1e-5 if dtype == np.float32 else 1e-12)
+    grads = [(jitloss.multi_margin_loss_with_grad, {"p": 2}, (y, y32)),
+             (jitloss.multiclass_hinge_loss_with_grad, {}, (y, y32)),
+             (jitloss.max_margin_loss_with_grad, {}, None)]
+    for fn, kw, labels in grads:
+        fast_args = (x,) if labels is None else (x, labels[0])
+        slow_args = (x,) if labels is None else (x, labels[1])
+        slow_kw = dict(kw, num_negatives=shape[1] - 1) if labels is None else kw
+        loss, g = fn(*fast_args, reduction=red, **kw)
+        loss_b, g_b = fn(*slow_args, reduction=red, **slow_kw)
+        assert type(loss) is dtype
+        np.testing.assert_array_equal(loss, loss_b)
+        np.testing.assert_array_equal(g, g_b)
+        x2 = x.copy()
+        args2 = (x2,) if labels is None else (x2, labels[0])
+        assert fn(*args2, reduction=red, grad_out=x2, **kw)[1] is x2
+        np.testing.assert_array_equal(x2, g)
+    fast = jitloss.max_margin_loss(x, reduction=red)
+    assert type(fast) is dtype
+    np.testing.assert_array_equal(
+        fast, jitloss.max_margin_loss(x, num_negatives=shape[1] - 1, reduction=red))
+
+
+def test_small_call_shortcut_bad_label_writes_nothing():
+    x = np.arange(12.0).reshape(4, 3)
+    y = np.array([0, 1, 3, 2])
+    for fn in (jitloss.multi_margin_loss_with_grad, jitloss.multiclass_hinge_loss_with_grad):
+        x2 = x.copy()
+        with pytest.raises(ValueError, match=r"label 3 at position \(2,\)"):
+            fn(x2, y, grad_out=x2)
+        np.testing.assert_array_equal(x2, x)
+    for fn in (jitloss.multi_margin_loss, jitloss.multiclass_hinge_loss):
+        with pytest.raises(ValueError, match=r"label 3 at position \(2,\)"):
+            fn(x, y, reduction="sum")
+    assert np.isnan(jitloss.max_margin_loss(np.zeros((0, 3))))
+    loss, g = jitloss.max_margin_loss_with_grad(np.zeros((0, 3)))
+    assert np.isnan(loss) and g.shape == (0, 3)

@@ -18,6 +18,7 @@ from numpy.typing import ArrayLike
 
 from . import _args
 from ._args import Rows, check_nonnegative, check_out, check_reduction, float_inputs
+from .cpu import PARALLEL_MIN_ELEMENTS as _PARALLEL_MIN
 from .cpu import _labels
 from .cpu import margin as _cpu
 
@@ -30,7 +31,7 @@ __all__ = [
     "multiclass_hinge_loss_with_grad",
 ]
 
-_NO_IGNORE = -(2**62)  # a label value no check lets through
+_NO_IGNORE = _cpu.NO_IGNORE
 
 
 def _cuda():
@@ -41,6 +42,36 @@ def _cuda():
 
 def _on_cuda(*arrays) -> bool:
     return _args.any_cuda_array(*arrays)
+
+
+# Small calls with the commonest arguments take one compiled call (cpu/margin.py's *_small:
+# checks, losses and their sum; 14 classes in about half the time); anything else, or a
+# call these checks do not admit, goes the general way, which gives the same bits.
+
+
+def _small_args(size, margin, reduction, dloss=None, grad_out=None, like=None) -> bool:
+    return (
+        0 < size < _PARALLEL_MIN and type(reduction) is str
+        and (reduction == "mean" or reduction == "sum")
+        and type(margin) in (float, int) and 0 <= margin < float("inf") and dloss is None
+        and (grad_out is None or _args.plain_out(grad_out, like))
+    )
+
+
+def _small_index(scores, target, axis, margin, reduction, dloss=None, grad_out=None) -> bool:
+    """True for (N, C) C-contiguous rows with int64 labels and the commonest arguments."""
+    return _args.plain_index_rows(scores, target, axis) and _small_args(
+        scores.size, margin, reduction, dloss, grad_out, scores)
+
+
+def _small_pairs(scores, num_negatives, margin, reduction, dloss=None, grad_out=None) -> bool:
+    """True for (B, 1 + N) C-contiguous float32/float64 rows and the commonest arguments."""
+    return (
+        type(scores) is np.ndarray and scores.ndim == 2 and scores.shape[1] >= 2
+        and num_negatives is None and scores.dtype in _args.NATIVE
+        and scores.flags.c_contiguous
+        and _small_args(scores.size, margin, reduction, dloss, grad_out, scores)
+    )
 
 
 # --- max-margin ------------------------------------------------------------------------------
@@ -130,6 +161,10 @@ def max_margin_loss(scores: ArrayLike, *, num_negatives: Optional[int] = None,
     """
     if _on_cuda(scores):
         return _cuda().max_margin_loss_public(scores, num_negatives, margin, reduction)
+    if _small_pairs(scores, num_negatives, margin, reduction):
+        total = _cpu.max_margin_small(scores, float(margin))
+        n_pairs = scores.shape[0] * (scores.shape[1] - 1)
+        return _args.reduce_total(total, reduction, n_pairs, scores.dtype)
     plan = _pair_plan(scores, num_negatives, margin, reduction)
     B, group = plan.s2.shape
     pairs = np.empty((B, group - 1), plan.compute) if plan.reduction == "none" else None
@@ -180,6 +215,11 @@ def max_margin_loss_with_grad(scores: ArrayLike, *, num_negatives: Optional[int]
     if _on_cuda(scores, grad_out):
         return _cuda().max_margin_loss_with_grad_public(scores, num_negatives, margin,
                                                         reduction, dloss, grad_out)
+    if _small_pairs(scores, num_negatives, margin, reduction, dloss, grad_out):
+        g2 = np.empty_like(scores) if grad_out is None else grad_out
+        total = _cpu.max_margin_grad_small(scores, float(margin), reduction == "mean", g2)
+        n_pairs = scores.shape[0] * (scores.shape[1] - 1)
+        return _args.reduce_total(total, reduction, n_pairs, scores.dtype), g2
     plan = _pair_plan(scores, num_negatives, margin, reduction)
     B, group = plan.s2.shape
     n_pairs = B * (group - 1)
@@ -376,6 +416,14 @@ def multi_margin_loss(scores: ArrayLike, target: ArrayLike, *, axis: int = -1, p
     if _on_cuda(scores, target, weight):
         return _cuda().multi_margin_loss_public(scores, target, axis, p, margin, weight,
                                                 reduction)
+    if (weight is None and type(p) is int and (p == 1 or p == 2)
+            and _small_index(scores, target, axis, margin, reduction)):
+        classes = scores.shape[1]
+        first, total = _cpu.multi_margin_small(scores, target, _unit(classes, scores.dtype),
+                                               p, float(margin))
+        if first >= 0:
+            raise _args.label_error(target, first, classes, None)
+        return _args.reduce_total(total, reduction, scores.shape[0], scores.dtype)
     p = _check_p(p)
     plan = _index_plan(scores, target, axis, margin, reduction)
     w = _weights(weight, plan.rows.classes, plan.compute)
@@ -421,6 +469,16 @@ def multi_margin_loss_with_grad(scores: ArrayLike, target: ArrayLike, *, axis: i
     if _on_cuda(scores, target, weight, grad_out):
         return _cuda().multi_margin_loss_with_grad_public(scores, target, axis, p, margin,
                                                           weight, reduction, dloss, grad_out)
+    if (weight is None and type(p) is int and (p == 1 or p == 2)
+            and _small_index(scores, target, axis, margin, reduction, dloss, grad_out)):
+        classes = scores.shape[1]
+        g2 = np.empty_like(scores) if grad_out is None else grad_out
+        first, total = _cpu.multi_margin_grad_small(
+            scores, target, _unit(classes, scores.dtype), p, float(margin),
+            reduction == "mean", g2)
+        if first >= 0:
+            raise _args.label_error(target, first, classes, None)
+        return _args.reduce_total(total, reduction, scores.shape[0], scores.dtype), g2
     p = _check_p(p)
     plan = _index_plan(scores, target, axis, margin, reduction)
     w = _weights(weight, plan.rows.classes, plan.compute)
@@ -463,6 +521,13 @@ def multiclass_hinge_loss(scores: ArrayLike, target: ArrayLike, *, axis: int = -
     """
     if _on_cuda(scores, target):
         return _cuda().multiclass_hinge_loss_public(scores, target, axis, margin, reduction)
+    if _small_index(scores, target, axis, margin, reduction):
+        classes = scores.shape[1]
+        first, total = _cpu.hinge_small(scores, target, _unit(classes, scores.dtype),
+                                        float(margin))
+        if first >= 0:
+            raise _args.label_error(target, first, classes, None)
+        return _args.reduce_total(total, reduction, scores.shape[0], scores.dtype)
     plan = _index_plan(scores, target, axis, margin, reduction)
     return _index_results(plan, _cpu.hinge(plan.x2, plan.y1, plan.margin))
 
@@ -506,6 +571,14 @@ def multiclass_hinge_loss_with_grad(scores: ArrayLike, target: ArrayLike, *, axi
     if _on_cuda(scores, target, grad_out):
         return _cuda().multiclass_hinge_loss_with_grad_public(scores, target, axis, margin,
                                                               reduction, dloss, grad_out)
+    if _small_index(scores, target, axis, margin, reduction, dloss, grad_out):
+        classes = scores.shape[1]
+        g2 = np.empty_like(scores) if grad_out is None else grad_out
+        first, total = _cpu.hinge_grad_small(scores, target, _unit(classes, scores.dtype),
+                                             float(margin), reduction == "mean", g2)
+        if first >= 0:
+            raise _args.label_error(target, first, classes, None)
+        return _args.reduce_total(total, reduction, scores.shape[0], scores.dtype), g2
     plan = _index_plan(scores, target, axis, margin, reduction)
     k1 = _sample_scale(plan, dloss)
     direct = _index_grad_out(plan, grad_out)

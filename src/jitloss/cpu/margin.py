@@ -23,7 +23,16 @@ import numpy as np
 from numba import njit, prange, uint64
 
 from . import run
-from ._math import _REDUCE, as_type_of, max_nan, max_span, row_fill, wide_vectors
+from ._labels import scan
+from ._math import (
+    _REDUCE,
+    as_type_of,
+    max_nan,
+    max_span,
+    pairwise_sum,
+    row_fill,
+    wide_vectors,
+)
 
 # --- launchers -----------------------------------------------------------------------------
 
@@ -80,6 +89,80 @@ def hinge_grad(x2, y1, margin, k1, g2=None):
     g2 = np.empty(x2.shape, x2.dtype) if g2 is None else g2
     run(_hinge_grad_rows_serial, _hinge_grad_rows, x2.size, x2, y1, margin, k1, loss1, g2)
     return loss1, g2
+
+
+# --- small calls: one compiled call each ----------------------------------------------------
+# (N, C) C-contiguous rows, int64 labels (checked by _labels.scan first: a bad label returns
+# its flat index and computes nothing), "mean" or "sum", dloss = 1: the serial kernel and
+# reduce_losses' pairwise sum in one call, the same bits as the general path (14 classes:
+# about half the time).  ``mean`` scales the gradient by 1 / rows, as upstream_scale does.
+
+NO_IGNORE = -(2**62)  # a label value no check lets through (margin losses ignore none)
+
+
+@njit(cache=True)
+def multi_margin_small(x2, y1, w, p, margin):
+    """(first, sum of the losses) for a small multi-margin call."""
+    first, _ = scan(y1, x2.shape[1], NO_IGNORE, w)
+    if first >= 0:
+        return first, 0.0
+    loss1 = np.empty(x2.shape[0], np.float64)
+    _multi_margin_rows_serial(x2, y1, w, p, margin, loss1)
+    return first, pairwise_sum(loss1)
+
+
+@njit(cache=True)
+def multi_margin_grad_small(x2, y1, w, p, margin, mean, g2):
+    """multi_margin_small with the gradient into g2 (which may be x2)."""
+    first, _ = scan(y1, x2.shape[1], NO_IGNORE, w)
+    if first >= 0:
+        return first, 0.0
+    loss1 = np.empty(x2.shape[0], np.float64)
+    k1 = np.full(x2.shape[0], 1.0 / x2.shape[0] if mean else 1.0)
+    _multi_margin_grad_rows_serial(x2, y1, w, p, margin, k1, loss1, g2)
+    return first, pairwise_sum(loss1)
+
+
+@njit(cache=True)
+def hinge_small(x2, y1, w, margin):
+    """(first, sum of the losses) for a small Crammer-Singer call (w: unit weights, for
+    the label scan only)."""
+    first, _ = scan(y1, x2.shape[1], NO_IGNORE, w)
+    if first >= 0:
+        return first, 0.0
+    loss1 = np.empty(x2.shape[0], np.float64)
+    _hinge_rows_serial(x2, y1, margin, loss1)
+    return first, pairwise_sum(loss1)
+
+
+@njit(cache=True)
+def hinge_grad_small(x2, y1, w, margin, mean, g2):
+    """hinge_small with the gradient into g2 (which may be x2)."""
+    first, _ = scan(y1, x2.shape[1], NO_IGNORE, w)
+    if first >= 0:
+        return first, 0.0
+    loss1 = np.empty(x2.shape[0], np.float64)
+    k1 = np.full(x2.shape[0], 1.0 / x2.shape[0] if mean else 1.0)
+    _hinge_grad_rows_serial(x2, y1, margin, k1, loss1, g2)
+    return first, pairwise_sum(loss1)
+
+
+@njit(cache=True)
+def max_margin_small(s2, margin):
+    """Sum of the pair losses of (B, 1 + N) rows, for a small max-margin call."""
+    loss1 = np.empty(s2.shape[0], np.float64)
+    _max_margin_chunk(s2, 0, s2.shape[0], margin, loss1, np.empty((1, 1), s2.dtype), False)
+    return pairwise_sum(loss1)
+
+
+@njit(cache=True)
+def max_margin_grad_small(s2, margin, mean, g2):
+    """max_margin_small with the gradient into g2 (which may be s2)."""
+    loss1 = np.empty(s2.shape[0], np.float64)
+    k = 1.0 / (s2.shape[0] * (s2.shape[1] - 1)) if mean else 1.0
+    _max_margin_grad_chunk(s2, 0, s2.shape[0], margin, k, np.empty((1, 1), np.float64),
+                           False, loss1, np.empty((1, 1), s2.dtype), False, g2)
+    return pairwise_sum(loss1)
 
 
 # --- max-margin (row i of 2-D arrays; no views, see cpu/_math.py) ----------------------------
