@@ -414,3 +414,31 @@ def test_non_finite_lanes_beside_near_lanes_float32():
         np.testing.assert_allclose(loss[~bad], np.log(3), rtol=1e-6)
     np.testing.assert_array_equal(
         np.isnan(jitloss.cross_entropy(x, y, axis=1, reduction="none")), bad)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("classes", [511, 512, 1000])
+def test_fused_gradient_rows_sums_either_side_of_two(dtype, classes):
+    # rows of >= FUSE_CLASSES classes sum their exponentials as they store them and take
+    # (S - 1, 1) for a sum S >= 2; below 2 they sum the stored row again.  Rows on both
+    # sides (confident ones, ties at the maximum, the target at the maximum or not), serial
+    # (8 rows) and parallel (80 rows), in place bitwise equal to allocated, against float64
+    rng = _rng(classes)
+    for n in (8, 80):
+        x = rng.standard_normal((n, classes))
+        x[: n // 2] *= 12.0  # mostly S < 2
+        x[1, :3] = x[1].max() + 1.0  # three ties at the maximum
+        x = x.astype(dtype)
+        y = rng.integers(0, classes, n)
+        y[0] = int(np.argmax(x[0]))  # the target holds the maximum: 1 - p_y keeps its digits
+        y[1] = 0
+        loss, g = jitloss.cross_entropy_with_grad(x, y, reduction="sum")
+        rtol = 2e-5 if dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(loss, ref.cross_entropy(x, y, reduction="sum"), rtol=rtol)
+        want = ref.cross_entropy_grad(x, y, reduction="sum")
+        np.testing.assert_allclose(g, want, rtol=rtol, atol=rtol * 1e-3)
+        x2 = x.copy()
+        loss2, g2 = jitloss.cross_entropy_with_grad(x2, y, reduction="sum", grad_out=x2)
+        assert g2 is x2
+        np.testing.assert_array_equal(g2, g)
+        np.testing.assert_array_equal(loss2, loss)
