@@ -442,3 +442,11 @@ def test_fused_gradient_rows_sums_either_side_of_two(dtype, classes):
         assert g2 is x2
         np.testing.assert_array_equal(g2, g)
         np.testing.assert_array_equal(loss2, loss)
+        t = rng.dirichlet(np.full(classes, 0.1), n).astype(dtype)  # probability targets
+        loss, g = jitloss.cross_entropy_with_grad(x, t, reduction="sum")
+        np.testing.assert_allclose(loss, ref.cross_entropy(x, t, reduction="sum"), rtol=rtol)
+        np.testing.assert_allclose(g, ref.cross_entropy_grad(x, t, reduction="sum"),
+                                   rtol=rtol, atol=rtol * 1e-3)
+        x2 = x.copy()
+        np.testing.assert_array_equal(
+            jitloss.cross_entropy_with_grad(x2, t, reduction="sum", grad_out=x2)[1], g)

@@ -64,11 +64,10 @@ from ._math import (
 )
 
 _ONE = (1.0, 0.0)  # exp_sub's 1/T for T = 1
-# Rows of at least FUSE_CLASSES classes store and sum their exponentials in one loop
-# (row_exp_sum) and, for a sum S >= 2, take (rest, ties) = (S - 1, 1) as log_softmax does;
-# below 2, and for shorter rows, the stored row is summed again (row_rest).  Fused against
-# not (float32 cross_entropy_with_grad rows, 2 threads, emeraldrapids): 0.86-0.98 of the
-# time at 1000 to 128256 classes, 1.12-1.16 at 64.
+# Gradient rows of at least FUSE_CLASSES classes store and sum their exponentials in one
+# loop (_exp_rest).  Fused against not (float32 cross_entropy_with_grad rows, class indices,
+# 2 threads, emeraldrapids): 0.86-0.95 of the time at 512 to 128256 classes, 0.98-1.02
+# where most rows are confident (S < 2: the row is summed again), 1.12-1.16 at 64.
 FUSE_CLASSES = 512
 
 # --- launchers -----------------------------------------------------------------------------
@@ -216,6 +215,25 @@ def _index_row(x2, i, y, w, wsum, ignore, eps, z):
 
 
 @njit
+def _exp_rest(x2, i, m, near, g2, aside):
+    """g2[i, j] = exp(x2[i, j] - m) and row_rest's (rest, ties) of that row.  Rows of at
+    least FUSE_CLASSES sum as they store (row_exp_sum; in place, aside, from a copy of the
+    row, see row_copy) and take (S - 1, 1) for a sum S >= 2: S - 1 is exact and no term is
+    small beside S (see _log_softmax_row); below 2, and for shorter rows, the stored row is
+    summed again without the terms equal to 1."""
+    if x2.shape[1] >= FUSE_CLASSES:
+        if aside:
+            total = row_exp_sum(row_copy(x2, i), i - i, m, _ONE, g2, i, near)
+        else:
+            total = row_exp_sum(x2, i, m, _ONE, g2, i, near)
+        if total >= 2.0:
+            return total - 1.0, 1.0
+    else:
+        row_exp(x2, i, m, _ONE, g2, near)
+    return row_rest(g2, i)
+
+
+@njit
 def _index_grad_row(x2, i, y, w, wsum, ignore, eps, z, scale, g2, aside):
     # aside: g2 is x2 (grad_out=logits), so a fused row reads its exponentials' arguments
     # from a copy of row i (see row_copy); the same bits either way
@@ -230,19 +248,7 @@ def _index_grad_row(x2, i, y, w, wsum, ignore, eps, z, scale, g2, aside):
         return np.nan
     xy = np.float64(x2[i, y])  # read before g2 (possibly x2 itself) is written
     gap = _row_gap(x2, i, m, w) if eps > 0 else 0.0
-    near = near_ok(m, low, _ONE)
-    if C >= FUSE_CLASSES:
-        if aside:
-            total = row_exp_sum(row_copy(x2, i), i - i, m, _ONE, g2, i, near)
-        else:
-            total = row_exp_sum(x2, i, m, _ONE, g2, i, near)
-        if total >= 2.0:  # S - 1 exact, and no term small beside S (see _log_softmax_row)
-            rest, ties = total - 1.0, 1.0
-        else:
-            rest, ties = row_rest(g2, i)
-    else:
-        row_exp(x2, i, m, _ONE, g2, near)
-        rest, ties = row_rest(g2, i)
+    rest, ties = _exp_rest(x2, i, m, near_ok(m, low, _ONE), g2, aside)
     L = log1p_rest(rest, ties)
     wy = np.float64(w[y])
     loss = formulas.index_loss(np.float64(m), xy, L, wy, wsum, gap, eps, z, C)
@@ -274,7 +280,7 @@ def _prob_row(x2, t2, i, w, eps, z):
 
 
 @njit
-def _prob_grad_row(x2, t2, i, w, eps, z, scale, g2):
+def _prob_grad_row(x2, t2, i, w, eps, z, scale, g2, aside):
     wide_vectors()
     C = x2.shape[1]
     m, low = row_range(x2, i)
@@ -284,8 +290,7 @@ def _prob_grad_row(x2, t2, i, w, eps, z, scale, g2):
     k1 = as_type_of(1.0 - eps, x2)
     k0 = as_type_of(eps / C, x2)
     mass, gap = _row_target_sums(x2, t2, i, w, m, k1, k0)
-    row_exp(x2, i, m, _ONE, g2, near_ok(m, low, _ONE))
-    rest, ties = row_rest(g2, i)
+    rest, ties = _exp_rest(x2, i, m, near_ok(m, low, _ONE), g2, aside)
     L = log1p_rest(rest, ties)
     lse = np.float64(m) + L
     a = as_type_of(scale * (mass + 2.0 * z * lse) / (rest + ties), g2)
@@ -369,21 +374,23 @@ def _prob_rows_serial(x2, t2, w, eps, z, loss1):
 def _prob_grad_rows(x2, t2, w, eps, z, scale1, loss1, g2):
     # loss_n as in _prob_rows;  g_j = k [p_j (sum_c w_c t'_c + 2 s lse) - w_j t'_j]
     wide_vectors()
+    aside = same_memory(x2, g2)
     for i in prange(x2.shape[0]):
         wide_vectors()
         prefetch_row(x2, i + 1)
         prefetch_row(t2, i + 1)
-        loss1[i] = _prob_grad_row(x2, t2, i, w, eps, z, scale1[i], g2)
+        loss1[i] = _prob_grad_row(x2, t2, i, w, eps, z, scale1[i], g2, aside)
 
 
 @njit(cache=True)
 def _prob_grad_rows_serial(x2, t2, w, eps, z, scale1, loss1, g2):
     # serial twin of _prob_grad_rows, for small inputs
     wide_vectors()
+    aside = same_memory(x2, g2)
     for i in range(x2.shape[0]):
         prefetch_row(x2, i + 1)
         prefetch_row(t2, i + 1)
-        loss1[i] = _prob_grad_row(x2, t2, i, w, eps, z, scale1[i], g2)
+        loss1[i] = _prob_grad_row(x2, t2, i, w, eps, z, scale1[i], g2, aside)
 
 
 # --- lane pieces (classes strided) -------------------------------------------------------------
