@@ -64,6 +64,15 @@ def _small_index(scores, target, axis, margin, reduction, dloss=None, grad_out=N
         scores.size, margin, reduction, dloss, grad_out, scores)
 
 
+def _small_index_loss(found, scores, target, reduction):
+    """The returned loss of a small class-index call from its (first bad label, sum of the
+    losses); raises the label error if there was a bad label."""
+    first, total = found
+    if first >= 0:
+        raise _args.label_error(target, first, scores.shape[1], None)
+    return _args.reduce_total(total, reduction, scores.shape[0], scores.dtype)
+
+
 def _small_pairs(scores, num_negatives, margin, reduction, dloss=None, grad_out=None) -> bool:
     """True for (B, 1 + N) C-contiguous float32/float64 rows and the commonest arguments."""
     return (
@@ -418,12 +427,9 @@ def multi_margin_loss(scores: ArrayLike, target: ArrayLike, *, axis: int = -1, p
                                                 reduction)
     if (weight is None and type(p) is int and (p == 1 or p == 2)
             and _small_index(scores, target, axis, margin, reduction)):
-        classes = scores.shape[1]
-        first, total = _cpu.multi_margin_small(scores, target, _unit(classes, scores.dtype),
-                                               p, float(margin))
-        if first >= 0:
-            raise _args.label_error(target, first, classes, None)
-        return _args.reduce_total(total, reduction, scores.shape[0], scores.dtype)
+        found = _cpu.multi_margin_small(scores, target, _unit(scores.shape[1], scores.dtype),
+                                        p, float(margin))
+        return _small_index_loss(found, scores, target, reduction)
     p = _check_p(p)
     plan = _index_plan(scores, target, axis, margin, reduction)
     w = _weights(weight, plan.rows.classes, plan.compute)
@@ -471,14 +477,11 @@ def multi_margin_loss_with_grad(scores: ArrayLike, target: ArrayLike, *, axis: i
                                                           weight, reduction, dloss, grad_out)
     if (weight is None and type(p) is int and (p == 1 or p == 2)
             and _small_index(scores, target, axis, margin, reduction, dloss, grad_out)):
-        classes = scores.shape[1]
         g2 = np.empty_like(scores) if grad_out is None else grad_out
-        first, total = _cpu.multi_margin_grad_small(
-            scores, target, _unit(classes, scores.dtype), p, float(margin),
+        found = _cpu.multi_margin_grad_small(
+            scores, target, _unit(scores.shape[1], scores.dtype), p, float(margin),
             reduction == "mean", g2)
-        if first >= 0:
-            raise _args.label_error(target, first, classes, None)
-        return _args.reduce_total(total, reduction, scores.shape[0], scores.dtype), g2
+        return _small_index_loss(found, scores, target, reduction), g2
     p = _check_p(p)
     plan = _index_plan(scores, target, axis, margin, reduction)
     w = _weights(weight, plan.rows.classes, plan.compute)
@@ -522,12 +525,9 @@ def multiclass_hinge_loss(scores: ArrayLike, target: ArrayLike, *, axis: int = -
     if _on_cuda(scores, target):
         return _cuda().multiclass_hinge_loss_public(scores, target, axis, margin, reduction)
     if _small_index(scores, target, axis, margin, reduction):
-        classes = scores.shape[1]
-        first, total = _cpu.hinge_small(scores, target, _unit(classes, scores.dtype),
-                                        float(margin))
-        if first >= 0:
-            raise _args.label_error(target, first, classes, None)
-        return _args.reduce_total(total, reduction, scores.shape[0], scores.dtype)
+        found = _cpu.hinge_small(scores, target, _unit(scores.shape[1], scores.dtype),
+                                 float(margin))
+        return _small_index_loss(found, scores, target, reduction)
     plan = _index_plan(scores, target, axis, margin, reduction)
     return _index_results(plan, _cpu.hinge(plan.x2, plan.y1, plan.margin))
 
@@ -572,13 +572,10 @@ def multiclass_hinge_loss_with_grad(scores: ArrayLike, target: ArrayLike, *, axi
         return _cuda().multiclass_hinge_loss_with_grad_public(scores, target, axis, margin,
                                                               reduction, dloss, grad_out)
     if _small_index(scores, target, axis, margin, reduction, dloss, grad_out):
-        classes = scores.shape[1]
         g2 = np.empty_like(scores) if grad_out is None else grad_out
-        first, total = _cpu.hinge_grad_small(scores, target, _unit(classes, scores.dtype),
-                                             float(margin), reduction == "mean", g2)
-        if first >= 0:
-            raise _args.label_error(target, first, classes, None)
-        return _args.reduce_total(total, reduction, scores.shape[0], scores.dtype), g2
+        found = _cpu.hinge_grad_small(scores, target, _unit(scores.shape[1], scores.dtype),
+                                      float(margin), reduction == "mean", g2)
+        return _small_index_loss(found, scores, target, reduction), g2
     plan = _index_plan(scores, target, axis, margin, reduction)
     k1 = _sample_scale(plan, dloss)
     direct = _index_grad_out(plan, grad_out)
