@@ -117,6 +117,43 @@ def test_near_path_only_for_float32_at_temperature_one():
     assert not ok(1.0, 0.0, (1.0, 0.0))  # float64 always exact
 
 
+@njit
+def _vlog1p(u, out):
+    _math.wide_vectors()
+    for i in range(u.shape[0]):
+        out[i] = _math.log1p(u[i])
+
+
+def test_log1p_within_one_ulp():
+    # every binade from subnormal to huge, the reduction's boundaries (a = 1 + u near
+    # sqrt(2) * 2**k), where 1 + u rounds to 1 (u below 2**-53: the correction term carries
+    # all of it), and (-1, 0)
+    rng = np.random.default_rng(0)
+    bounds = np.sqrt(2.0) * 2.0 ** np.arange(-1, 60) - 1
+    u = np.concatenate([
+        10.0 ** rng.uniform(-320, 308, 1500),
+        10.0 ** rng.uniform(-20, 2, 1500),
+        rng.uniform(0, 3, 1000),
+        (bounds[:, None] * (1 + rng.uniform(-1e-12, 1e-12, (1, 8)))).ravel(),
+        [0.0, 5e-324, 2.0**-54, 2.0**-53, 2.0**-52, 1.0, 2.0, 1.7976931348623157e308],
+        -rng.uniform(0, 1, 500),
+        [-0.5, -0.9999999999999999, np.sqrt(0.5) - 1],
+    ])
+    out = np.empty_like(u)
+    _vlog1p(u, out)
+    worst = max(ref.ulp_error(o, mpmath.log1p(mpmath.mpf(float(v))), np.float64)
+                for o, v in zip(out, u))
+    assert worst <= 1, worst
+
+
+def test_log1p_special_values():
+    u = np.array([np.inf, np.nan, -1.0, -2.0, -np.inf, 0.0, -0.0])
+    out = np.empty_like(u)
+    _vlog1p(u, out)
+    assert out[0] == np.inf and np.isnan(out[1]) and out[2] == -np.inf
+    assert np.isnan(out[3]) and np.isnan(out[4]) and out[5] == 0 and out[6] == 0
+
+
 def test_ln2_split_constants():
     assert float(_math._LN2_HI64) + float(_math._LN2_LO64) == pytest.approx(np.log(2), abs=1e-25)
     hi32 = mpmath.mpf(float(_math._LN2_HI32)) + mpmath.mpf(float(_math._LN2_LO32))
@@ -172,6 +209,20 @@ def test_hot_loops_vectorise(name, make_args):
     assert _widest(ir32, "float") >= (16 if wide else 8)
     assert _widest(ir64, "double") >= (8 if wide else 4)
     assert "call double @exp" not in ir64 and "call float @expf" not in ir32
+
+
+def test_lanes_log1p_vectorises():
+    # the per-sample log of a lane block: a libm call per sample took most of a 21-class
+    # cross-entropy along axis 1 (pip's numba has no SVML)
+    import llvmlite.binding as llvm
+
+    features = llvm.get_host_cpu_features()
+    if not features.get("avx2", False):
+        pytest.skip("needs an AVX2 machine to look for 256-bit vectors")
+    ir = _fresh_llvm(_math.lanes_log1p, np.ones(100), np.ones(100))
+    wide = features.get("avx512f", False) and numba.config.CPU_NAME is None
+    assert _widest(ir, "double") >= (8 if wide else 4)
+    assert "@log1p" not in ir
 
 
 def _lane_row_cases():

@@ -66,6 +66,7 @@ __all__ = [
     "lanes_dot",
     "lanes_exp",
     "lanes_exp_store",
+    "lanes_log1p",
     "lanes_range",
     "lanes_rest",
     "lanes_sum",
@@ -74,6 +75,7 @@ __all__ = [
     "prefetch_lanes",
     "prefetch_row",
     "AHEAD",
+    "log1p",
     "log1p_rest",
     "max_nan",
     "min_nan",
@@ -492,6 +494,44 @@ def _near_ok_impl(m, low, s):
     return lambda m, low, s: False
 
 
+# --- log1p -----------------------------------------------------------------------------
+# log1p(u) = k ln2 + log(F) + c / a, with a = 1 + u rounded and c = (1 + u) - a exactly
+# (TwoSum), a = 2**k F, F = 1 + f in [sqrt(1/2), sqrt(2)) (f exact); and log(1 + f) =
+# 2 atanh(s) = f - (f**2/2 - s (f**2/2 + R)), s = f / (2 + f), R = sum_n 2 s**(2n) / (2n + 1).
+# |s| <= 0.172, so nine terms of the series leave under 0.02 ulp.  Within 1 ulp of mpmath
+# (0.94 measured; libm 0.78), and straight-line code with selects only, so that a loop
+# over the samples of a lane block vectorises (pip's numba has no SVML: math.log1p is a
+# libm call per element, 12.5 ns against 2.1 ns vectorised on emeraldrapids).
+_SQRT_HALF_BITS = int(np.float64(math.sqrt(0.5)).view(np.int64))
+_ATANH64 = tuple(2.0 / (2 * n + 1) for n in range(9, 0, -1))  # highest power first
+
+
+@njit(fastmath=False)
+def _atanh_series(z):
+    c9, c8, c7, c6, c5, c4, c3, c2, c1 = _ATANH64
+    q = ((((c9 * z + c8) * z + c7) * z + c6) * z + c5) * z + c4
+    return (((q * z + c3) * z + c2) * z + c1) * z
+
+
+@njit(fastmath=False, error_model="numpy")
+def log1p(u):
+    """log(1 + u) for a float64 u (-1 -> -inf, below -1 NaN), within 1 ulp; vectorises."""
+    a = 1.0 + u
+    t = a - 1.0
+    c = (1.0 - (a - t)) + (u - t)
+    ab = _bits(a)
+    k = (ab - _SQRT_HALF_BITS) >> 52  # a = 2**k F, F in [sqrt(1/2), sqrt(2)); a >= 2**-53
+    f = _float64_from_bits(ab - (k << 52)) - 1.0
+    hf = 0.5 * f * f
+    s = f / (2.0 + f)
+    R = _atanh_series(s * s)
+    kf = np.float64(k)
+    r = kf * _LN2_HI64 - ((hf - (s * (hf + R) + (kf * _LN2_LO64 + c / a))) - f)
+    r = r if a < math.inf else u  # +inf, NaN
+    r = -math.inf if a == 0.0 else r
+    return math.nan if a < 0.0 else r
+
+
 # --- row primitives --------------------------------------------------------------------
 # A "row" is row i of a C-contiguous 2-D array (samples, classes): the primitives take the
 # array and the index, never a view of the row.  A view in a loop body costs two atomic
@@ -849,7 +889,7 @@ def row_rest(e2, i):
 @njit
 def log1p_rest(rest, ties):
     """log(sum_j exp(d_j)) from row_sumexp's (rest, ties): log1p of the terms beyond one."""
-    return math.log1p(rest + (ties - 1.0))
+    return log1p(rest + (ties - 1.0))
 
 
 @njit(fastmath=_REDUCE)
@@ -1132,6 +1172,17 @@ def lanes_rest(e3, o, i0, rest, ties):
         for k in range(w):
             rest[k] += part[k]
             ties[k] += count[k]
+
+
+@njit
+def lanes_log1p(rest, ties):
+    """log1p_rest of each lane, in a loop of its own: it vectorises, where the per-sample
+    loops that use it (labels, branches) do not."""
+    wide_vectors()
+    L = np.empty(rest.shape[0], np.float64)
+    for k in range(rest.shape[0]):
+        L[k] = log1p_rest(rest[k], ties[k])
+    return L
 
 
 @njit(fastmath=_REDUCE)

@@ -47,6 +47,7 @@ from ._math import (
     lanes_range,
     lanes_rest,
     lanes_sumexp,
+    lanes_log1p,
     log1p_rest,
     near_ok,
     pairwise_sum,
@@ -494,6 +495,7 @@ def _index_lane_block(x3, y2, w, wsum, ignore, eps, z, loss2, o, i0, n):
     lanes_sumexp(x3, o, i0, m, _ONE, rest, ties, near)
     if eps > 0:
         _lanes_gap(x3, o, i0, m, w, gap)
+    L = lanes_log1p(rest, ties)
     for k in range(n):
         y = y2[o, i0 + k]
         if y == ignore:
@@ -501,9 +503,8 @@ def _index_lane_block(x3, y2, w, wsum, ignore, eps, z, loss2, o, i0, n):
         elif not math.isfinite(m[k]):
             loss2[o, i0 + k] = np.nan
         else:
-            L = log1p_rest(rest[k], ties[k])
             loss2[o, i0 + k] = formulas.index_loss(
-                np.float64(m[k]), np.float64(x3[o, y, i0 + k]), L, np.float64(w[y]), wsum,
+                np.float64(m[k]), np.float64(x3[o, y, i0 + k]), L[k], np.float64(w[y]), wsum,
                 gap[k], eps, z, C,
             )
 
@@ -527,6 +528,7 @@ def _index_grad_lane_block(x3, y2, w, wsum, ignore, eps, z, scale2, loss2, g3, o
     lanes_rest(g3, o, i0, rest, ties)
     a = np.empty(n, g3.dtype)
     live = np.empty(n, np.bool_)
+    L = lanes_log1p(rest, ties)
     for k in range(n):
         y = y2[o, i0 + k]
         sc = scale2[o, i0 + k]
@@ -538,11 +540,10 @@ def _index_grad_lane_block(x3, y2, w, wsum, ignore, eps, z, scale2, loss2, g3, o
             loss2[o, i0 + k] = np.nan
             a[k] = np.nan
         else:
-            L = log1p_rest(rest[k], ties[k])
             wy = np.float64(w[y])
             mk = np.float64(m[k])
-            loss2[o, i0 + k] = formulas.index_loss(mk, xy[k], L, wy, wsum, gap[k], eps, z, C)
-            lse = mk + L
+            loss2[o, i0 + k] = formulas.index_loss(mk, xy[k], L[k], wy, wsum, gap[k], eps, z, C)
+            lse = mk + L[k]
             a[k] = sc * ((1.0 - eps) * wy + eps / C * wsum + 2.0 * z * lse) / (rest[k] + ties[k])
     ey = np.empty(n, np.float64)
     for k in range(n):
@@ -559,7 +560,7 @@ def _index_grad_lane_block(x3, y2, w, wsum, ignore, eps, z, scale2, loss2, g3, o
         if live[k] and math.isfinite(m[k]):
             g3[o, y, i0 + k] = formulas.target_entry(
                 ey[k], rest[k], ties[k], scale2[o, i0 + k], np.float64(w[y]), wsum, eps, z,
-                np.float64(m[k]) + log1p_rest(rest[k], ties[k]), C,
+                np.float64(m[k]) + L[k], C,
             )
 
 
@@ -577,12 +578,13 @@ def _prob_lane_block(x3, t3, w, eps, z, loss2, o, i0, n):
     k0 = as_type_of(eps / C, x3)
     _lanes_target_sums(x3, t3, o, i0, m, w, k1, k0, mass, gap)
     lanes_sumexp(x3, o, i0, m, _ONE, rest, ties, near)
+    L = lanes_log1p(rest, ties)
     for k in range(n):
         if not math.isfinite(m[k]):
             loss2[o, i0 + k] = np.nan
         else:
-            L = log1p_rest(rest[k], ties[k])
-            loss2[o, i0 + k] = formulas.prob_loss(gap[k], L, mass[k], z, np.float64(m[k]) + L)
+            loss2[o, i0 + k] = formulas.prob_loss(gap[k], L[k], mass[k], z,
+                                                  np.float64(m[k]) + L[k])
 
 
 @njit
@@ -603,6 +605,7 @@ def _prob_grad_lane_block(x3, t3, w, eps, z, scale2, loss2, g3, o, i0, n):
     a = np.empty(n, g3.dtype)
     c1 = np.empty(n, g3.dtype)
     c0 = np.empty(n, g3.dtype)
+    L = lanes_log1p(rest, ties)
     for k in range(n):
         sc = scale2[o, i0 + k]
         c1[k] = sc * (1.0 - eps)
@@ -611,9 +614,8 @@ def _prob_grad_lane_block(x3, t3, w, eps, z, scale2, loss2, g3, o, i0, n):
             loss2[o, i0 + k] = np.nan
             a[k] = np.nan
         else:
-            L = log1p_rest(rest[k], ties[k])
-            lse = np.float64(m[k]) + L
-            loss2[o, i0 + k] = formulas.prob_loss(gap[k], L, mass[k], z, lse)
+            lse = np.float64(m[k]) + L[k]
+            loss2[o, i0 + k] = formulas.prob_loss(gap[k], L[k], mass[k], z, lse)
             a[k] = sc * (mass[k] + 2.0 * z * lse) / (rest[k] + ties[k])
     for j in range(C):
         _prob_grad_lane_row(g3, t3, o, j, i0, a, w[j], c1, c0)

@@ -452,8 +452,9 @@ def _lse_lane_block(x3, o, i0, w, s, m, lse):
     ties = np.empty(w, np.float64)
     near = lanes_range(x3, o, i0, m, np.empty(w, x3.dtype), s)
     lanes_sumexp(x3, o, i0, m, s, rest, ties, near)
-    for k in range(w):
-        lse[k] = log1p_rest(rest[k], ties[k]) if math.isfinite(m[k]) else 0.0
+    for k in range(w):  # computed before the select, so that the loop vectorises
+        t = log1p_rest(rest[k], ties[k])
+        lse[k] = t if math.isfinite(m[k]) else 0.0
 
 
 @njit
