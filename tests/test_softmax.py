@@ -726,6 +726,42 @@ def test_bitwise_identical_with_1_and_2_threads(dtype, axis):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_short_rows_go_through_in_groups(dtype, monkeypatch):
+    # Rows of up to GROUP_ROW_BYTES run G at a time, step by step, their logs in one
+    # vectorised loop (cpu/softmax.py, "row groups"): every row position of a group and a
+    # partial last group, the non-finite and the confident rows, against the float64
+    # reference; in place and allocated, serial and parallel twins, bitwise the same.
+    rng = _rng(21)
+    itemsize = np.dtype(dtype).itemsize
+    for C in (1, 7, jitloss.cpu.GROUP_ROW_BYTES // itemsize):
+        G = jitloss.cpu.group_rows(1000, C, itemsize)
+        assert G >= 8
+        x = (rng.standard_normal((3 * G + 5, C)) * 4).astype(dtype)
+        x[1] = -np.inf
+        x[G + 2, 0] = np.nan
+        x[2 * G - 1, -1] = np.inf
+        x[2 * G, 0] = 60.0  # log p of the maximum about -(C - 1) e**-60: kept, not 0
+        runs = []
+        for parallel_min in (1 << 40, 1):
+            monkeypatch.setattr(jitloss.cpu, "PARALLEL_MIN_ELEMENTS", parallel_min)
+            in_place = x.copy()
+            jitloss.log_softmax(in_place, out=in_place)
+            runs.append((jitloss.log_softmax(x), in_place, jitloss.logsumexp(x, axis=-1)))
+        for got in runs[1:]:
+            for a, b in zip(runs[0], got):
+                np.testing.assert_array_equal(a, b)
+        logp, in_place, lse = runs[0]
+        np.testing.assert_array_equal(logp, in_place)
+        fin = np.isfinite(x).all(axis=1)
+        assert np.isnan(logp[~fin]).all()
+        assert_close(logp[fin], ref.log_softmax(x[fin].astype(np.float64)), dtype)
+        assert_close(lse[fin], ref.logsumexp(x[fin].astype(np.float64)), dtype)
+        assert lse[1] == -np.inf and np.isnan(lse[G + 2]) and lse[2 * G - 1] == np.inf
+        if C > 1:
+            assert logp[2 * G, 0] < 0
+
+
 def test_serial_and_parallel_kernels_agree_bitwise(monkeypatch):
     x = _rng(13).standard_normal((64, 600)).astype(np.float32)
     dy = _rng(14).standard_normal((64, 600)).astype(np.float32)

@@ -85,6 +85,10 @@ __all__ = [
     "near_ok",
     "row_dot",
     "row_copy",
+    "rows_copy",
+    "group_span",
+    "log1p_rests",
+    "log1p_rest_vec",
     "row_exp",
     "row_exp_sum",
     "row_fill",
@@ -781,11 +785,34 @@ def row_copy(x2, i):
     Reading the memory it writes, a loop that also sums runs LLVM's scalar fallback, which
     sums in another order: the copy keeps in-place results bitwise equal to allocated ones.
     """
+    return rows_copy(x2, i, 1)
+
+
+@njit
+def rows_copy(x2, r0, g):
+    """Rows r0 to r0 + g - 1 of x2 as a (g, classes) array of its own (see row_copy)."""
     wide_vectors()
-    src = np.empty((1, x2.shape[1]), x2.dtype)
-    for j in range(x2.shape[1]):
-        src[0, j] = x2[i, j]
+    src = np.empty((g, x2.shape[1]), x2.dtype)
+    for q in range(g):
+        for j in range(x2.shape[1]):
+            src[q, j] = x2[r0 + q, j]
     return src
+
+
+@njit
+def group_span(t, G, n):
+    """(r0, g) of row group t: first row and row count (groups of G rows of n)."""
+    r0 = t * G
+    return r0, min(G, n - r0)
+
+
+@njit
+def log1p_rests(rest, ties, n, L):
+    """L[q] = log1p_rest(rest[q], ties[q]) for q < n, in a loop of its own: it vectorises,
+    where the per-sample loops that use it (labels, branches) do not."""
+    wide_vectors()
+    for q in range(n):
+        L[q] = log1p_rest_vec(rest[q], ties[q])
 
 
 @njit(fastmath=_REDUCE)
@@ -888,7 +915,17 @@ def row_rest(e2, i):
 
 @njit
 def log1p_rest(rest, ties):
-    """log(sum_j exp(d_j)) from row_sumexp's (rest, ties): log1p of the terms beyond one."""
+    """log(sum_j exp(d_j)) from row_sumexp's (rest, ties): log1p of the terms beyond one.
+
+    libm's log1p: for one row at a time its latency is what counts, and the polynomial
+    ``log1p`` (a division and a nine-term series in a chain) measured 30-45 ns a row slower
+    there; loops over many rows or lanes take log1p_rests."""
+    return math.log1p(rest + (ties - 1.0))
+
+
+@njit
+def log1p_rest_vec(rest, ties):
+    """log1p_rest with the vectorisable ``log1p`` (for loops over rows or lanes)."""
     return log1p(rest + (ties - 1.0))
 
 
@@ -1176,12 +1213,9 @@ def lanes_rest(e3, o, i0, rest, ties):
 
 @njit
 def lanes_log1p(rest, ties):
-    """log1p_rest of each lane, in a loop of its own: it vectorises, where the per-sample
-    loops that use it (labels, branches) do not."""
-    wide_vectors()
+    """log1p_rest of each lane (log1p_rests), as a new array."""
     L = np.empty(rest.shape[0], np.float64)
-    for k in range(rest.shape[0]):
-        L[k] = log1p_rest(rest[k], ties[k])
+    log1p_rests(rest, ties, rest.shape[0], L)
     return L
 
 
