@@ -32,6 +32,10 @@ Accuracy (``tests/test_math.py``, against mpmath):
   underflow clamp (-NEAR32 < x - m there; 14% fewer operations): x - m = -inf (a lane
   whose maximum is +inf) gives NaN, in lanes the kernels overwrite with NaN anyway.
 
+* ``log1p(u)`` (float64): within 1 ulp (0.94 measured; libm 0.78), straight-line code
+  with selects only, so that loops over many rows or lanes (``log1p_rests``) vectorise.
+  One row at a time takes libm's (``log1p_rest``), whose latency is lower.
+
 ``exp`` and ``exp_sub`` are numba ``overload``s of Python stubs, so a kernel is written
 once and the float32 or float64 implementation (constants of the right width, no silent
 promotion) is picked at typing time. The overloads only dispatch: an overload's body is
