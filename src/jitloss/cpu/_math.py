@@ -90,6 +90,7 @@ __all__ = [
     "row_dot",
     "row_copy",
     "rows_copy",
+    "group_scratch",
     "group_span",
     "log1p_rests",
     "log1p_rest_vec",
@@ -801,6 +802,14 @@ def rows_copy(x2, r0, g):
         for j in range(x2.shape[1]):
             src[q, j] = x2[r0 + q, j]
     return src
+
+
+@njit
+def group_scratch(n, like):
+    """The row-group kernels' scratch, n each: (maxima in like's dtype, rest, ties and
+    logs in float64)."""
+    f64 = np.float64
+    return np.empty(n, like.dtype), np.empty(n, f64), np.empty(n, f64), np.empty(n, f64)
 
 
 @njit

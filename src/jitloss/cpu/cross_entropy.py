@@ -42,6 +42,7 @@ from ._math import (
     LANE_BLOCK,
     _REDUCE,
     as_type_of,
+    group_scratch,
     group_span,
     lane_block,
     lanes_exp,
@@ -416,7 +417,9 @@ def _prob_grad_rows_serial(x2, t2, w, eps, z, scale1, loss1, g2):
 # _index_row's and _index_grad_row's steps, G rows at a time: each row's range and sums,
 # then the group's logs in one vectorised loop (log1p_rests), then each row's loss (and
 # gradient).  Written out here rather than shared with the row functions: split into
-# functions of their own, the row functions measured 1.3-1.5x slower (14 to 32 classes).
+# functions of their own, the row functions measured 1.3-1.5x slower (14 to 32 classes),
+# and the gradient row's scaling loop as a function of its own made the groups 1.07-1.33x
+# slower (10 to 64 classes).
 
 
 @njit
@@ -451,8 +454,8 @@ def _index_groups(x2, y1, w, wsum, ignore, eps, z, loss1, G):
     for t in prange((N + G - 1) // G):
         wide_vectors()
         r0, g = group_span(t, G, N)
-        _index_group(x2, y1, w, wsum, ignore, eps, z, loss1, r0, g, np.empty(G, x2.dtype),
-                     np.empty(G, np.float64), np.empty(G, np.float64), np.empty(G, np.float64))
+        m, rest, ties, L = group_scratch(G, x2)
+        _index_group(x2, y1, w, wsum, ignore, eps, z, loss1, r0, g, m, rest, ties, L)
 
 
 @njit(cache=True)
@@ -460,11 +463,7 @@ def _index_groups_serial(x2, y1, w, wsum, ignore, eps, z, loss1, G):
     # serial twin of _index_groups, for small inputs
     wide_vectors()
     N = x2.shape[0]
-    n = min(G, N)  # a small input's scratch
-    m = np.empty(n, x2.dtype)
-    rest = np.empty(n, np.float64)
-    ties = np.empty(n, np.float64)
-    L = np.empty(n, np.float64)
+    m, rest, ties, L = group_scratch(min(G, N), x2)  # a small input's is smaller
     for t in range((N + G - 1) // G):
         r0, g = group_span(t, G, N)
         _index_group(x2, y1, w, wsum, ignore, eps, z, loss1, r0, g, m, rest, ties, L)
@@ -527,10 +526,9 @@ def _index_grad_groups(x2, y1, w, wsum, ignore, eps, z, scale1, loss1, g2, G):
     for t in prange((N + G - 1) // G):
         wide_vectors()
         r0, g = group_span(t, G, N)
-        _index_grad_group(x2, y1, w, wsum, ignore, eps, z, scale1, loss1, g2, aside, r0, g,
-                          np.empty(G, x2.dtype), np.empty(G, np.float64),
-                          np.empty(G, np.float64), np.empty(G, np.float64),
-                          np.empty(G, np.float64), np.empty(G, np.float64))
+        m, rest, ties, L = group_scratch(G, x2)
+        _index_grad_group(x2, y1, w, wsum, ignore, eps, z, scale1, loss1, g2, aside, r0, g, m,
+                          np.empty(G, np.float64), np.empty(G, np.float64), rest, ties, L)
 
 
 @njit(cache=True)
@@ -539,13 +537,10 @@ def _index_grad_groups_serial(x2, y1, w, wsum, ignore, eps, z, scale1, loss1, g2
     wide_vectors()
     aside = same_memory(x2, g2)
     N = x2.shape[0]
-    n = min(G, N)  # a small input's scratch
-    m = np.empty(n, x2.dtype)
+    n = min(G, N)  # a small input's scratch is smaller
+    m, rest, ties, L = group_scratch(n, x2)
     xy = np.empty(n, np.float64)
     gap = np.empty(n, np.float64)
-    rest = np.empty(n, np.float64)
-    ties = np.empty(n, np.float64)
-    L = np.empty(n, np.float64)
     for t in range((N + G - 1) // G):
         r0, g = group_span(t, G, N)
         _index_grad_group(x2, y1, w, wsum, ignore, eps, z, scale1, loss1, g2, aside, r0, g, m,

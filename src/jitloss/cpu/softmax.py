@@ -24,6 +24,7 @@ from ._math import (
     as_type_of,
     exp,
     exp_sub,
+    group_scratch,
     group_span,
     has_nan,
     lane_block,
@@ -468,9 +469,8 @@ def _log_softmax_groups(x2, out2, s, G):
     for t in prange((N + G - 1) // G):
         wide_vectors()
         r0, g = group_span(t, G, N)
-        _log_softmax_group(x2, out2, s, aside, r0, g, np.empty(G, x2.dtype),
-                           np.empty(G, np.float64), np.empty(G, np.float64),
-                           np.empty(G, np.float64))
+        m, rest, ties, L = group_scratch(G, x2)
+        _log_softmax_group(x2, out2, s, aside, r0, g, m, rest, ties, L)
 
 
 @njit(cache=True)
@@ -479,11 +479,7 @@ def _log_softmax_groups_serial(x2, out2, s, G):
     wide_vectors()
     aside = same_memory(x2, out2)
     N = x2.shape[0]
-    n = min(G, N)  # a small input's scratch
-    m = np.empty(n, x2.dtype)
-    rest = np.empty(n, np.float64)
-    ties = np.empty(n, np.float64)
-    L = np.empty(n, np.float64)
+    m, rest, ties, L = group_scratch(min(G, N), x2)  # a small input's is smaller
     for t in range((N + G - 1) // G):
         r0, g = group_span(t, G, N)
         _log_softmax_group(x2, out2, s, aside, r0, g, m, rest, ties, L)
@@ -517,8 +513,8 @@ def _logsumexp_groups(x2, out1, G):
     for t in prange((N + G - 1) // G):
         wide_vectors()
         r0, g = group_span(t, G, N)
-        _logsumexp_group(x2, out1, r0, g, np.empty(G, x2.dtype), np.empty(G, np.float64),
-                         np.empty(G, np.float64), np.empty(G, np.float64))
+        m, rest, ties, L = group_scratch(G, x2)
+        _logsumexp_group(x2, out1, r0, g, m, rest, ties, L)
 
 
 @njit(cache=True)
@@ -526,11 +522,7 @@ def _logsumexp_groups_serial(x2, out1, G):
     # serial twin of _logsumexp_groups, for small inputs
     wide_vectors()
     N = x2.shape[0]
-    n = min(G, N)  # a small input's scratch
-    m = np.empty(n, x2.dtype)
-    rest = np.empty(n, np.float64)
-    ties = np.empty(n, np.float64)
-    L = np.empty(n, np.float64)
+    m, rest, ties, L = group_scratch(min(G, N), x2)  # a small input's is smaller
     for t in range((N + G - 1) // G):
         r0, g = group_span(t, G, N)
         _logsumexp_group(x2, out1, r0, g, m, rest, ties, L)
