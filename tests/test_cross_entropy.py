@@ -246,12 +246,13 @@ def test_inputs_are_never_modified():
     np.testing.assert_array_equal(t, keep[1])
 
 
+@pytest.mark.parametrize("kind", ["index", "prob"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_short_rows_go_through_in_groups(dtype, monkeypatch):
+def test_short_rows_go_through_in_groups(kind, dtype, monkeypatch):
     # Rows of up to GROUP_ROW_BYTES run G at a time (cpu/cross_entropy.py, "row groups"):
-    # every row position of a group and a partial last group, ignored, non-finite and
-    # confident rows, weights, smoothing and z-loss, against the float64 reference; the
-    # serial and parallel twins and the in-place gradient bitwise the same
+    # every row position of a group and a partial last group, ignored (class indices),
+    # non-finite and confident rows, weights, smoothing and z-loss, against the float64
+    # reference; the serial and parallel twins and the in-place gradient bitwise the same
     import jitloss.cpu
 
     rng = _rng(21)
@@ -261,40 +262,48 @@ def test_short_rows_go_through_in_groups(dtype, monkeypatch):
         N = 3 * G + 5
         x = (rng.standard_normal((N, C)) * 4).astype(dtype)
         y = rng.integers(0, C, N)
-        y[::11] = -100
         x[2] = -np.inf
         x[G + 3, 0] = np.nan
         x[2 * G - 1, -1] = np.inf
         x[2 * G, :] = -30.0
         x[2 * G, y[2 * G]] = 30.0  # loss about (C - 1) e**-60: kept, not 0
+        if kind == "index":
+            y[::11] = -100
+            t = y
+        else:
+            t = rng.dirichlet(np.ones(C), N).astype(dtype)
+            t[2 * G] = np.eye(C, dtype=dtype)[y[2 * G]]
         kw = dict(weight=np.linspace(0.5, 2, C), label_smoothing=0.05, z_loss=1e-4,
                   reduction="none")
         runs = []
         for parallel_min in (1 << 40, 1):
             monkeypatch.setattr(jitloss.cpu, "PARALLEL_MIN_ELEMENTS", parallel_min)
             x_in_place = x.copy()
-            loss_ip, _ = jitloss.cross_entropy_with_grad(x_in_place, y, grad_out=x_in_place,
+            loss_ip, _ = jitloss.cross_entropy_with_grad(x_in_place, t, grad_out=x_in_place,
                                                          **kw)
-            runs.append((jitloss.cross_entropy(x, y, **kw),
-                         *jitloss.cross_entropy_with_grad(x, y, **kw), loss_ip, x_in_place))
+            runs.append((jitloss.cross_entropy(x, t, **kw),
+                         *jitloss.cross_entropy_with_grad(x, t, **kw), loss_ip, x_in_place))
         for got in runs[1:]:
             for a, b in zip(runs[0], got):
                 np.testing.assert_array_equal(a, b)
         loss, loss2, grad, loss_ip, grad_ip = runs[0]
         np.testing.assert_array_equal(loss_ip, loss2)
         np.testing.assert_array_equal(grad_ip, grad)
-        bad = ~np.isfinite(x).all(axis=1) & (y != -100)
+        live = (y != -100) if kind == "index" else np.ones(N, bool)
+        bad = ~np.isfinite(x).all(axis=1) & live
         assert np.isnan(loss[bad]).all() and np.isnan(grad[bad]).all()
-        assert (loss[y == -100] == 0).all() and (grad[y == -100] == 0).all()
+        assert (loss[~live] == 0).all() and (grad[~live] == 0).all()
         ok = ~bad
-        x64 = x[ok].astype(np.float64)
+        x64, t64 = x[ok].astype(np.float64), t[ok]
+        if kind == "prob":
+            t64 = t64.astype(np.float64)
         rtol = 2e-6 if dtype == np.float32 else 1e-12
         for got in (loss, loss2):  # the forward sums exp(x - m), the gradient its stored
             # exponentials: from 64 classes on they may differ in the last bit
-            np.testing.assert_allclose(got[ok], ref.cross_entropy(x64, y[ok], **kw), rtol=rtol,
+            np.testing.assert_allclose(got[ok], ref.cross_entropy(x64, t64, **kw), rtol=rtol,
                                        atol=0)
         kw_g = dict(kw, reduction="sum")
-        np.testing.assert_allclose(grad[ok], ref.cross_entropy_grad(x64, y[ok], **kw_g),
+        np.testing.assert_allclose(grad[ok], ref.cross_entropy_grad(x64, t64, **kw_g),
                                    rtol=rtol * 10, atol=1e-7 if dtype == np.float32 else 1e-14)
 
 

@@ -160,9 +160,13 @@ def index_grad_small(x2, y1, ignore, w, mean, g2):
 def prob_loss(x3, t3, w, eps, z):
     """Per-sample losses (float64, (outer, inner)) for probability targets."""
     loss2 = np.empty((x3.shape[0], x3.shape[2]), np.float64)
+    G = group_rows(x3.shape[0], x3.shape[1], x3.itemsize)
     if x3.shape[2] == 1:
         args = (_rows(x3), _rows(t3), w, eps, z, loss2[:, 0])
-        run(_prob_rows_serial, _prob_rows, x3.size, *args)
+        if G:
+            run(_prob_groups_serial, _prob_groups, x3.size, *args, G)
+        else:
+            run(_prob_rows_serial, _prob_rows, x3.size, *args)
     else:
         args = (x3, t3, w, eps, z, loss2, _width(x3))
         run(_prob_lanes_serial, _prob_lanes, x3.size, *args)
@@ -173,9 +177,13 @@ def prob_loss_grad(x3, t3, w, eps, z, scale2, g3=None):
     """(per-sample losses, gradient) for probability targets; g3 may be x3's memory."""
     loss2 = np.empty((x3.shape[0], x3.shape[2]), np.float64)
     g3 = np.empty(x3.shape, x3.dtype) if g3 is None else g3
+    G = group_rows(x3.shape[0], x3.shape[1], x3.itemsize)
     if x3.shape[2] == 1:
         args = (_rows(x3), _rows(t3), w, eps, z, scale2[:, 0], loss2[:, 0], _rows(g3))
-        run(_prob_grad_rows_serial, _prob_grad_rows, x3.size, *args)
+        if G:
+            run(_prob_grad_groups_serial, _prob_grad_groups, x3.size, *args, G)
+        else:
+            run(_prob_grad_rows_serial, _prob_grad_rows, x3.size, *args)
     else:
         args = (x3, t3, w, eps, z, scale2, loss2, g3, _width(x3))
         run(_prob_grad_lanes_serial, _prob_grad_lanes, x3.size, *args)
@@ -545,6 +553,117 @@ def _index_grad_groups_serial(x2, y1, w, wsum, ignore, eps, z, scale1, loss1, g2
         r0, g = group_span(t, G, N)
         _index_grad_group(x2, y1, w, wsum, ignore, eps, z, scale1, loss1, g2, aside, r0, g, m,
                           xy, gap, rest, ties, L)
+
+
+@njit
+def _prob_group(x2, t2, w, eps, z, loss1, r0, g, m, rest, ties, L, mass, gap):
+    wide_vectors()
+    C = x2.shape[1]
+    k1 = as_type_of(1.0 - eps, x2)
+    k0 = as_type_of(eps / C, x2)
+    for q in range(g):
+        i = r0 + q
+        m[q], rest[q], ties[q] = row_lse_parts(x2, i, _ONE)
+        mass[q], gap[q] = 0.0, 0.0
+        if math.isfinite(m[q]):
+            mass[q], gap[q] = _row_target_sums(x2, t2, i, w, m[q], k1, k0)
+    log1p_rests(rest, ties, g, L)
+    for q in range(g):
+        i = r0 + q
+        if not math.isfinite(m[q]):
+            loss1[i] = np.nan
+        else:
+            loss1[i] = formulas.prob_loss(gap[q], L[q], mass[q], z, np.float64(m[q]) + L[q])
+
+
+@njit(parallel=True, cache=True)
+def _prob_groups(x2, t2, w, eps, z, loss1, G):
+    # _prob_rows, G rows at a time
+    wide_vectors()
+    N = x2.shape[0]
+    for t in prange((N + G - 1) // G):
+        wide_vectors()
+        r0, g = group_span(t, G, N)
+        m, rest, ties, L = group_scratch(G, x2)
+        _prob_group(x2, t2, w, eps, z, loss1, r0, g, m, rest, ties, L,
+                    np.empty(G, np.float64), np.empty(G, np.float64))
+
+
+@njit(cache=True)
+def _prob_groups_serial(x2, t2, w, eps, z, loss1, G):
+    # serial twin of _prob_groups, for small inputs
+    wide_vectors()
+    N = x2.shape[0]
+    n = min(G, N)  # a small input's scratch is smaller
+    m, rest, ties, L = group_scratch(n, x2)
+    mass = np.empty(n, np.float64)
+    gap = np.empty(n, np.float64)
+    for t in range((N + G - 1) // G):
+        r0, g = group_span(t, G, N)
+        _prob_group(x2, t2, w, eps, z, loss1, r0, g, m, rest, ties, L, mass, gap)
+
+
+@njit
+def _prob_grad_group(x2, t2, w, eps, z, scale1, loss1, g2, aside, r0, g, m, rest, ties, L,
+                     mass, gap):
+    wide_vectors()
+    C = x2.shape[1]
+    k1 = as_type_of(1.0 - eps, x2)
+    k0 = as_type_of(eps / C, x2)
+    for q in range(g):
+        i = r0 + q
+        mq, low = row_range(x2, i)
+        m[q] = mq
+        rest[q], ties[q], mass[q], gap[q] = 0.0, 1.0, 0.0, 0.0
+        if not math.isfinite(mq):
+            row_fill(g2, i, np.nan)
+            continue
+        mass[q], gap[q] = _row_target_sums(x2, t2, i, w, mq, k1, k0)  # before g2 is written
+        rest[q], ties[q] = _exp_rest(x2, i, mq, near_ok(mq, low, _ONE), g2, aside)
+    log1p_rests(rest, ties, g, L)
+    for q in range(g):
+        i = r0 + q
+        if not math.isfinite(m[q]):
+            loss1[i] = np.nan
+            continue
+        scale = scale1[i]
+        lse = np.float64(m[q]) + L[q]
+        a = as_type_of(scale * (mass[q] + 2.0 * z * lse) / (rest[q] + ties[q]), g2)
+        c1 = as_type_of(scale * (1.0 - eps), g2)
+        c0 = as_type_of(scale * eps / C, g2)
+        for j in range(C):
+            g2[i, j] = g2[i, j] * a - w[j] * (t2[i, j] * c1 + c0)
+        loss1[i] = formulas.prob_loss(gap[q], L[q], mass[q], z, lse)
+
+
+@njit(parallel=True, cache=True)
+def _prob_grad_groups(x2, t2, w, eps, z, scale1, loss1, g2, G):
+    # _prob_grad_rows, G rows at a time
+    wide_vectors()
+    aside = same_memory(x2, g2)
+    N = x2.shape[0]
+    for t in prange((N + G - 1) // G):
+        wide_vectors()
+        r0, g = group_span(t, G, N)
+        m, rest, ties, L = group_scratch(G, x2)
+        _prob_grad_group(x2, t2, w, eps, z, scale1, loss1, g2, aside, r0, g, m, rest, ties, L,
+                         np.empty(G, np.float64), np.empty(G, np.float64))
+
+
+@njit(cache=True)
+def _prob_grad_groups_serial(x2, t2, w, eps, z, scale1, loss1, g2, G):
+    # serial twin of _prob_grad_groups, for small inputs
+    wide_vectors()
+    aside = same_memory(x2, g2)
+    N = x2.shape[0]
+    n = min(G, N)  # a small input's scratch is smaller
+    m, rest, ties, L = group_scratch(n, x2)
+    mass = np.empty(n, np.float64)
+    gap = np.empty(n, np.float64)
+    for t in range((N + G - 1) // G):
+        r0, g = group_span(t, G, N)
+        _prob_grad_group(x2, t2, w, eps, z, scale1, loss1, g2, aside, r0, g, m, rest, ties, L,
+                         mass, gap)
 
 
 # --- lane pieces (classes strided) -------------------------------------------------------------
