@@ -29,9 +29,9 @@ LANE_ROW_BYTES = 2048
 
 # Rows of at most GROUP_ROW_BYTES go through the row-group kernels, GROUP_BYTES of rows at a
 # time (see cpu/softmax.py, "row groups").  Measured on emeraldrapids (float32, 2 threads,
-# in-process against the row kernels with the libm log): log_softmax 0.75-0.92 of the time
-# for 10 to 100 classes, 1.00 at 256, 1.08 at 512; logsumexp 0.44-0.83 up to 256, 1.00 at
-# 512.
+# in-process against the row kernels): log_softmax 0.53-0.74 of the time at 10 to 128
+# classes, logsumexp 0.44-0.67, cross-entropy 0.59-0.88; at 256 classes (1 KiB) grouped
+# log_softmax measured 1.00-1.04 and cross_entropy_with_grad 1.11, so the bound is 512.
 GROUP_ROW_BYTES = 512
 GROUP_BYTES = 16 << 10
 
@@ -56,6 +56,16 @@ def lane_width(classes: int, itemsize: int) -> int:
     blocks, and so the results, are the same however many threads run them."""
     w = min(LANE_BYTES // max(1, classes * itemsize), LANE_ROW_BYTES // itemsize)
     return int(max(64, w - w % max(1, 64 // itemsize)))
+
+
+def run_rows(row_kernels, group_kernels, x2, *args):
+    """``run`` for rows: the twins ``group_kernels`` (G from group_rows appended to the
+    arguments) for a batch of short rows of the (rows, classes) array x2, otherwise the
+    twins ``row_kernels``; x2 is the kernels' first argument."""
+    G = group_rows(x2.shape[0], x2.shape[1], x2.itemsize)
+    if G:
+        return run(*group_kernels, x2.size, x2, *args, G)
+    return run(*row_kernels, x2.size, x2, *args)
 
 
 def run(serial_kernel, parallel_kernel, size: int, *args):

@@ -34,7 +34,7 @@ import numpy as np
 from numba import njit, prange, uint64
 
 from .. import _formulas as formulas
-from . import group_rows, lane_width, run
+from . import group_rows, lane_width, run, run_rows
 from ._labels import scan
 from ._math import (
     AHEAD,
@@ -88,13 +88,9 @@ def _width(a3):
 def index_loss(x3, y2, w, wsum, ignore, eps, z):
     """Per-sample losses (float64, (outer, inner)) for class-index targets."""
     loss2 = np.empty(y2.shape, np.float64)
-    G = group_rows(x3.shape[0], x3.shape[1], x3.itemsize)
-    if x3.shape[2] == 1 and G:
-        args = (_rows(x3), y2[:, 0], w, wsum, ignore, eps, z, loss2[:, 0], G)
-        run(_index_groups_serial, _index_groups, x3.size, *args)
-    elif x3.shape[2] == 1:
-        args = (_rows(x3), y2[:, 0], w, wsum, ignore, eps, z, loss2[:, 0])
-        run(_index_rows_serial, _index_rows, x3.size, *args)
+    if x3.shape[2] == 1:
+        run_rows((_index_rows_serial, _index_rows), (_index_groups_serial, _index_groups),
+                 _rows(x3), y2[:, 0], w, wsum, ignore, eps, z, loss2[:, 0])
     else:
         args = (x3, y2, w, wsum, ignore, eps, z, loss2, _width(x3))
         run(_index_lanes_serial, _index_lanes, x3.size, *args)
@@ -105,14 +101,11 @@ def index_loss_grad(x3, y2, w, wsum, ignore, eps, z, scale2, g3=None):
     """(per-sample losses, gradient) for class-index targets; g3 may be x3's memory."""
     loss2 = np.empty(y2.shape, np.float64)
     g3 = np.empty(x3.shape, x3.dtype) if g3 is None else g3
-    G = group_rows(x3.shape[0], x3.shape[1], x3.itemsize)
     if x3.shape[2] == 1:
-        args = (_rows(x3), y2[:, 0], w, wsum, ignore, eps, z, scale2[:, 0], loss2[:, 0],
-                _rows(g3))
-        if G:
-            run(_index_grad_groups_serial, _index_grad_groups, x3.size, *args, G)
-        else:
-            run(_index_grad_rows_serial, _index_grad_rows, x3.size, *args)
+        run_rows((_index_grad_rows_serial, _index_grad_rows),
+                 (_index_grad_groups_serial, _index_grad_groups),
+                 _rows(x3), y2[:, 0], w, wsum, ignore, eps, z, scale2[:, 0], loss2[:, 0],
+                 _rows(g3))
     else:
         args = (x3, y2, w, wsum, ignore, eps, z, scale2, loss2, g3, _width(x3))
         run(_index_grad_lanes_serial, _index_grad_lanes, x3.size, *args)
@@ -160,13 +153,9 @@ def index_grad_small(x2, y1, ignore, w, mean, g2):
 def prob_loss(x3, t3, w, eps, z):
     """Per-sample losses (float64, (outer, inner)) for probability targets."""
     loss2 = np.empty((x3.shape[0], x3.shape[2]), np.float64)
-    G = group_rows(x3.shape[0], x3.shape[1], x3.itemsize)
     if x3.shape[2] == 1:
-        args = (_rows(x3), _rows(t3), w, eps, z, loss2[:, 0])
-        if G:
-            run(_prob_groups_serial, _prob_groups, x3.size, *args, G)
-        else:
-            run(_prob_rows_serial, _prob_rows, x3.size, *args)
+        run_rows((_prob_rows_serial, _prob_rows), (_prob_groups_serial, _prob_groups),
+                 _rows(x3), _rows(t3), w, eps, z, loss2[:, 0])
     else:
         args = (x3, t3, w, eps, z, loss2, _width(x3))
         run(_prob_lanes_serial, _prob_lanes, x3.size, *args)
@@ -177,13 +166,10 @@ def prob_loss_grad(x3, t3, w, eps, z, scale2, g3=None):
     """(per-sample losses, gradient) for probability targets; g3 may be x3's memory."""
     loss2 = np.empty((x3.shape[0], x3.shape[2]), np.float64)
     g3 = np.empty(x3.shape, x3.dtype) if g3 is None else g3
-    G = group_rows(x3.shape[0], x3.shape[1], x3.itemsize)
     if x3.shape[2] == 1:
-        args = (_rows(x3), _rows(t3), w, eps, z, scale2[:, 0], loss2[:, 0], _rows(g3))
-        if G:
-            run(_prob_grad_groups_serial, _prob_grad_groups, x3.size, *args, G)
-        else:
-            run(_prob_grad_rows_serial, _prob_grad_rows, x3.size, *args)
+        run_rows((_prob_grad_rows_serial, _prob_grad_rows),
+                 (_prob_grad_groups_serial, _prob_grad_groups),
+                 _rows(x3), _rows(t3), w, eps, z, scale2[:, 0], loss2[:, 0], _rows(g3))
     else:
         args = (x3, t3, w, eps, z, scale2, loss2, g3, _width(x3))
         run(_prob_grad_lanes_serial, _prob_grad_lanes, x3.size, *args)
@@ -422,12 +408,12 @@ def _prob_grad_rows_serial(x2, t2, w, eps, z, scale1, loss1, g2):
 
 
 # --- row groups (short rows; see cpu/softmax.py, "row groups") ------------------------------
-# _index_row's and _index_grad_row's steps, G rows at a time: each row's range and sums,
-# then the group's logs in one vectorised loop (log1p_rests), then each row's loss (and
-# gradient).  Written out here rather than shared with the row functions: split into
-# functions of their own, the row functions measured 1.3-1.5x slower (14 to 32 classes),
-# and the gradient row's scaling loop as a function of its own made the groups 1.07-1.33x
-# slower (10 to 64 classes).
+# The steps of _index_row, _index_grad_row, _prob_row and _prob_grad_row, G rows at a time:
+# each row's range and sums, then the group's logs in one vectorised loop (log1p_rests),
+# then each row's loss (and gradient).  Written out here rather than shared with the row
+# functions: split into functions of their own, the row functions measured 1.3-1.5x slower
+# (14 to 32 classes), and the gradient row's scaling loop as a function of its own made
+# the groups 1.07-1.33x slower (10 to 64 classes).
 
 
 @njit

@@ -17,7 +17,7 @@ import numpy as np
 from numba import njit, prange, uint64
 
 from .. import _formulas as formulas
-from . import group_rows, lane_width, run
+from . import group_rows, lane_width, run, run_rows
 from ._math import (
     AHEAD,
     _REDUCE,
@@ -84,11 +84,6 @@ def _width(a3):
     return lane_width(a3.shape[1], a3.itemsize)
 
 
-def _group(a3):
-    """Rows per group (group_rows) for the rows of a 2-D or (outer, classes, 1) array."""
-    return group_rows(a3.shape[0], a3.shape[1], a3.itemsize)
-
-
 def softmax(x3, s, out3=None):
     """exp((x - max) * s) / sum(...) over axis 1 of x3; returns out3."""
     out3 = _empty(x3.shape, x3.dtype, out3)
@@ -104,11 +99,9 @@ def log_softmax(x3, s, out3=None):
     """(x - max) * s - log(sum(exp((x - max) * s))) over axis 1 of x3; returns out3."""
     out3 = _empty(x3.shape, x3.dtype, out3)
     x2 = _rows(x3)
-    G = _group(x3)
-    if x2 is not None and G:
-        run(_log_softmax_groups_serial, _log_softmax_groups, x3.size, x2, _rows(out3), s, G)
-    elif x2 is not None:
-        run(_log_softmax_rows_serial, _log_softmax_rows, x3.size, x2, _rows(out3), s)
+    if x2 is not None:
+        run_rows((_log_softmax_rows_serial, _log_softmax_rows),
+                 (_log_softmax_groups_serial, _log_softmax_groups), x2, _rows(out3), s)
     else:
         run(_log_softmax_lanes_serial, _log_softmax_lanes, x3.size, x3, out3, s, _width(x3))
     return out3
@@ -179,11 +172,9 @@ def logsumexp_small(x):
 def logsumexp(x3, out2=None):
     """log(sum(exp(x))) over axis 1 of x3, into the (outer, inner) array out2."""
     out2 = _empty((x3.shape[0], x3.shape[2]), x3.dtype, out2)
-    G = _group(x3)
-    if x3.shape[2] == 1 and G:
-        run(_logsumexp_groups_serial, _logsumexp_groups, x3.size, _rows(x3), out2[:, 0], G)
-    elif x3.shape[2] == 1:
-        run(_logsumexp_rows_serial, _logsumexp_rows, x3.size, _rows(x3), out2[:, 0])
+    if x3.shape[2] == 1:
+        run_rows((_logsumexp_rows_serial, _logsumexp_rows),
+                 (_logsumexp_groups_serial, _logsumexp_groups), _rows(x3), out2[:, 0])
     else:
         run(_logsumexp_lanes_serial, _logsumexp_lanes, x3.size, x3, out2, _width(x3))
     return out2
@@ -427,9 +418,13 @@ def _log_softmax_backward_rows_serial(logp2, dy2, out2, s):
 # GROUP_ROW_BYTES (cpu/__init__.py) therefore go through in groups of G rows
 # (group_rows), one step at a time for the whole group: the logs form one vectorised loop
 # (log1p_rests), and the steps of different rows, independent, overlap.  Each row takes
-# the row kernels' primitives in the same order, so the results are those of the row
-# kernels, bit for bit.  A task covers one group (``group_span``), its scratch arrays
-# allocated once.  softmax has no log, and grouped it measured 1.0-1.25x slower.
+# the row kernels' primitives in the same order; only the log differs (the vectorisable
+# ``log1p`` against libm's, both within 1 ulp), so a grouped row may differ from the same
+# row alone in the last bit.  The steps are written out in the group rather than shared
+# with the row functions: as functions of their own (array arguments, a raise path) they
+# keep numba's reference counting per call, and the row functions measured 1.3-1.5x
+# slower.  A task covers one group (``group_span``), its scratch allocated once
+# (``group_scratch``).  softmax has no log, and grouped it measured 1.0-1.25x slower.
 
 
 @njit
