@@ -42,6 +42,7 @@ from ._math import (
     LANE_BLOCK,
     _REDUCE,
     as_type_of,
+    borrowed,
     group_scratch,
     group_span,
     lane_block,
@@ -333,6 +334,7 @@ def _index_rows(x2, y1, w, wsum, ignore, eps, z, loss1):
 def _index_rows_serial(x2, y1, w, wsum, ignore, eps, z, loss1):
     # serial twin of _index_rows, for small inputs
     wide_vectors()
+    x2, y1, w, loss1 = borrowed(x2), borrowed(y1), borrowed(w), borrowed(loss1)
     for i in range(x2.shape[0]):
         prefetch_row(x2, i + 1)
         loss1[i] = _index_row(x2, i, y1[i], w, wsum, ignore, eps, z)
@@ -355,6 +357,8 @@ def _index_grad_rows(x2, y1, w, wsum, ignore, eps, z, scale1, loss1, g2):
 def _index_grad_rows_serial(x2, y1, w, wsum, ignore, eps, z, scale1, loss1, g2):
     # serial twin of _index_grad_rows, for small inputs
     wide_vectors()
+    x2, y1, w = borrowed(x2), borrowed(y1), borrowed(w)
+    scale1, loss1, g2 = borrowed(scale1), borrowed(loss1), borrowed(g2)
     aside = same_memory(x2, g2)
     for i in range(x2.shape[0]):
         prefetch_row(x2, i + 1)
@@ -378,6 +382,7 @@ def _prob_rows(x2, t2, w, eps, z, loss1):
 def _prob_rows_serial(x2, t2, w, eps, z, loss1):
     # serial twin of _prob_rows, for small inputs
     wide_vectors()
+    x2, t2, w, loss1 = borrowed(x2), borrowed(t2), borrowed(w), borrowed(loss1)
     for i in range(x2.shape[0]):
         prefetch_row(x2, i + 1)
         prefetch_row(t2, i + 1)
@@ -400,6 +405,8 @@ def _prob_grad_rows(x2, t2, w, eps, z, scale1, loss1, g2):
 def _prob_grad_rows_serial(x2, t2, w, eps, z, scale1, loss1, g2):
     # serial twin of _prob_grad_rows, for small inputs
     wide_vectors()
+    x2, t2, w = borrowed(x2), borrowed(t2), borrowed(w)
+    scale1, loss1, g2 = borrowed(scale1), borrowed(loss1), borrowed(g2)
     aside = same_memory(x2, g2)
     for i in range(x2.shape[0]):
         prefetch_row(x2, i + 1)
@@ -456,6 +463,7 @@ def _index_groups(x2, y1, w, wsum, ignore, eps, z, loss1, G):
 def _index_groups_serial(x2, y1, w, wsum, ignore, eps, z, loss1, G):
     # serial twin of _index_groups, for small inputs
     wide_vectors()
+    x2, y1, w, loss1 = borrowed(x2), borrowed(y1), borrowed(w), borrowed(loss1)
     N = x2.shape[0]
     m, rest, ties, L = group_scratch(min(G, N), x2)  # a small input's is smaller
     for t in range((N + G - 1) // G):
@@ -529,6 +537,8 @@ def _index_grad_groups(x2, y1, w, wsum, ignore, eps, z, scale1, loss1, g2, G):
 def _index_grad_groups_serial(x2, y1, w, wsum, ignore, eps, z, scale1, loss1, g2, G):
     # serial twin of _index_grad_groups, for small inputs
     wide_vectors()
+    x2, y1, w = borrowed(x2), borrowed(y1), borrowed(w)
+    scale1, loss1, g2 = borrowed(scale1), borrowed(loss1), borrowed(g2)
     aside = same_memory(x2, g2)
     N = x2.shape[0]
     n = min(G, N)  # a small input's scratch is smaller
@@ -579,6 +589,7 @@ def _prob_groups(x2, t2, w, eps, z, loss1, G):
 def _prob_groups_serial(x2, t2, w, eps, z, loss1, G):
     # serial twin of _prob_groups, for small inputs
     wide_vectors()
+    x2, t2, w, loss1 = borrowed(x2), borrowed(t2), borrowed(w), borrowed(loss1)
     N = x2.shape[0]
     n = min(G, N)  # a small input's scratch is smaller
     m, rest, ties, L = group_scratch(n, x2)
@@ -640,6 +651,8 @@ def _prob_grad_groups(x2, t2, w, eps, z, scale1, loss1, g2, G):
 def _prob_grad_groups_serial(x2, t2, w, eps, z, scale1, loss1, g2, G):
     # serial twin of _prob_grad_groups, for small inputs
     wide_vectors()
+    x2, t2, w = borrowed(x2), borrowed(t2), borrowed(w)
+    scale1, loss1, g2 = borrowed(scale1), borrowed(loss1), borrowed(g2)
     aside = same_memory(x2, g2)
     N = x2.shape[0]
     n = min(G, N)  # a small input's scratch is smaller
@@ -898,6 +911,7 @@ def _index_lanes(x3, y2, w, wsum, ignore, eps, z, loss2, width):
 def _index_lanes_serial(x3, y2, w, wsum, ignore, eps, z, loss2, width):
     # serial twin of _index_lanes, for small inputs
     wide_vectors()
+    x3, y2, w, loss2 = borrowed(x3), borrowed(y2), borrowed(w), borrowed(loss2)
     nb = (x3.shape[2] + width - 1) // width
     for t in range(x3.shape[0] * nb):
         o, i0, n = lane_block(t, nb, width, x3.shape[2])
@@ -920,6 +934,8 @@ def _index_grad_lanes(x3, y2, w, wsum, ignore, eps, z, scale2, loss2, g3, width)
 def _index_grad_lanes_serial(x3, y2, w, wsum, ignore, eps, z, scale2, loss2, g3, width):
     # serial twin of _index_grad_lanes, for small inputs
     wide_vectors()
+    x3, y2, w = borrowed(x3), borrowed(y2), borrowed(w)
+    scale2, loss2, g3 = borrowed(scale2), borrowed(loss2), borrowed(g3)
     nb = (x3.shape[2] + width - 1) // width
     for t in range(x3.shape[0] * nb):
         o, i0, n = lane_block(t, nb, width, x3.shape[2])
@@ -942,6 +958,7 @@ def _prob_lanes(x3, t3, w, eps, z, loss2, width):
 def _prob_lanes_serial(x3, t3, w, eps, z, loss2, width):
     # serial twin of _prob_lanes, for small inputs
     wide_vectors()
+    x3, t3, w, loss2 = borrowed(x3), borrowed(t3), borrowed(w), borrowed(loss2)
     nb = (x3.shape[2] + width - 1) // width
     for t in range(x3.shape[0] * nb):
         o, i0, n = lane_block(t, nb, width, x3.shape[2])
@@ -963,6 +980,8 @@ def _prob_grad_lanes(x3, t3, w, eps, z, scale2, loss2, g3, width):
 def _prob_grad_lanes_serial(x3, t3, w, eps, z, scale2, loss2, g3, width):
     # serial twin of _prob_grad_lanes, for small inputs
     wide_vectors()
+    x3, t3, w = borrowed(x3), borrowed(t3), borrowed(w)
+    scale2, loss2, g3 = borrowed(scale2), borrowed(loss2), borrowed(g3)
     nb = (x3.shape[2] + width - 1) // width
     for t in range(x3.shape[0] * nb):
         o, i0, n = lane_block(t, nb, width, x3.shape[2])

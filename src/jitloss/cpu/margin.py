@@ -27,6 +27,7 @@ from ._labels import scan
 from ._math import (
     _REDUCE,
     as_type_of,
+    borrowed,
     max_nan,
     max_span,
     pairwise_sum,
@@ -151,7 +152,7 @@ def hinge_grad_small(x2, y1, w, margin, mean, g2):
 def max_margin_small(s2, margin):
     """Sum of the pair losses of (B, 1 + N) rows, for a small max-margin call."""
     loss1 = np.empty(s2.shape[0], np.float64)
-    _max_margin_chunk(s2, 0, s2.shape[0], margin, loss1, np.empty((1, 1), s2.dtype), False)
+    _max_margin_rows_serial(s2, margin, loss1, np.empty((1, 1), s2.dtype), False, 0)
     return pairwise_sum(loss1)
 
 
@@ -160,8 +161,8 @@ def max_margin_grad_small(s2, margin, mean, g2):
     """max_margin_small with the gradient into g2 (which may be s2)."""
     loss1 = np.empty(s2.shape[0], np.float64)
     k = 1.0 / (s2.shape[0] * (s2.shape[1] - 1)) if mean else 1.0
-    _max_margin_grad_chunk(s2, 0, s2.shape[0], margin, k, np.empty((1, 1), np.float64),
-                           False, loss1, np.empty((1, 1), s2.dtype), False, g2)
+    _max_margin_grad_rows_serial(s2, margin, k, np.empty((1, 1), np.float64), False, loss1,
+                                 np.empty((1, 1), s2.dtype), False, g2, 0)
     return pairwise_sum(loss1)
 
 
@@ -240,6 +241,7 @@ def _max_margin_rows(s2, margin, loss1, pairs2, store, chunk):
 @njit(cache=True)
 def _max_margin_rows_serial(s2, margin, loss1, pairs2, store, chunk):
     # serial twin of _max_margin_rows, for small inputs
+    s2, loss1, pairs2 = borrowed(s2), borrowed(loss1), borrowed(pairs2)
     _max_margin_chunk(s2, 0, s2.shape[0], margin, loss1, pairs2, store)
 
 
@@ -282,6 +284,8 @@ def _max_margin_grad_rows(s2, margin, k, dl2, per_pair, loss1, pairs2, store, g2
 def _max_margin_grad_rows_serial(s2, margin, k, dl2, per_pair, loss1, pairs2, store, g2,
                                  chunk):
     # serial twin of _max_margin_grad_rows, for small inputs
+    s2, dl2, loss1 = borrowed(s2), borrowed(dl2), borrowed(loss1)
+    pairs2, g2 = borrowed(pairs2), borrowed(g2)
     _max_margin_grad_chunk(s2, 0, s2.shape[0], margin, k, dl2, per_pair, loss1, pairs2, store,
                            g2)
 
@@ -330,6 +334,7 @@ def _multi_margin_rows(x2, y1, w, p, margin, loss1):
 def _multi_margin_rows_serial(x2, y1, w, p, margin, loss1):
     # serial twin of _multi_margin_rows, for small inputs
     wide_vectors()
+    x2, y1, w, loss1 = borrowed(x2), borrowed(y1), borrowed(w), borrowed(loss1)
     for i in range(x2.shape[0]):
         loss1[i] = _multi_margin_row(x2, i, y1[i], w, p, margin)
 
@@ -369,6 +374,8 @@ def _multi_margin_grad_rows(x2, y1, w, p, margin, k1, loss1, g2):
 def _multi_margin_grad_rows_serial(x2, y1, w, p, margin, k1, loss1, g2):
     # serial twin of _multi_margin_grad_rows, for small inputs
     wide_vectors()
+    x2, y1, w = borrowed(x2), borrowed(y1), borrowed(w)
+    k1, loss1, g2 = borrowed(k1), borrowed(loss1), borrowed(g2)
     for i in range(x2.shape[0]):
         loss1[i] = _multi_margin_grad_row(x2, i, y1[i], w, p, margin, k1[i], g2)
 
@@ -436,6 +443,7 @@ def _hinge_rows(x2, y1, margin, loss1):
 def _hinge_rows_serial(x2, y1, margin, loss1):
     # serial twin of _hinge_rows, for small inputs
     wide_vectors()
+    x2, y1, loss1 = borrowed(x2), borrowed(y1), borrowed(loss1)
     for i in range(x2.shape[0]):
         loss1[i] = _hinge_row(x2, i, y1[i], margin)
 
@@ -470,5 +478,7 @@ def _hinge_grad_rows(x2, y1, margin, k1, loss1, g2):
 def _hinge_grad_rows_serial(x2, y1, margin, k1, loss1, g2):
     # serial twin of _hinge_grad_rows, for small inputs
     wide_vectors()
+    x2, y1, k1 = borrowed(x2), borrowed(y1), borrowed(k1)
+    loss1, g2 = borrowed(loss1), borrowed(g2)
     for i in range(x2.shape[0]):
         loss1[i] = _hinge_grad_row(x2, i, y1[i], margin, k1[i], g2)

@@ -22,6 +22,7 @@ from ._math import (
     AHEAD,
     _REDUCE,
     as_type_of,
+    borrowed,
     exp,
     exp_sub,
     group_scratch,
@@ -254,6 +255,7 @@ def _softmax_rows(x2, out2, s):
 def _softmax_rows_serial(x2, out2, s):
     # serial twin of _softmax_rows, for small inputs
     wide_vectors()
+    x2, out2, s = borrowed(x2), borrowed(out2), borrowed(s)
     aside = same_memory(x2, out2)
     for i in range(x2.shape[0]):
         prefetch_row(x2, i + 1)
@@ -322,6 +324,7 @@ def _log_softmax_rows(x2, out2, s):
 def _log_softmax_rows_serial(x2, out2, s):
     # serial twin of _log_softmax_rows, for small inputs
     wide_vectors()
+    x2, out2, s = borrowed(x2), borrowed(out2), borrowed(s)
     aside = same_memory(x2, out2)
     for i in range(x2.shape[0]):
         prefetch_row(x2, i + 1)
@@ -351,6 +354,7 @@ def _logsumexp_rows(x2, out1):
 def _logsumexp_rows_serial(x2, out1):
     # serial twin of _logsumexp_rows, for small inputs
     wide_vectors()
+    x2, out1 = borrowed(x2), borrowed(out1)
     for i in range(x2.shape[0]):
         prefetch_row(x2, i + 1)
         out1[i] = _lse_row(x2, i)
@@ -379,6 +383,7 @@ def _softmax_backward_rows(y2, dy2, out2, s):
 def _softmax_backward_rows_serial(y2, dy2, out2, s):
     # serial twin of _softmax_backward_rows, for small inputs
     wide_vectors()
+    y2, dy2, out2, s = borrowed(y2), borrowed(dy2), borrowed(out2), borrowed(s)
     for i in range(y2.shape[0]):
         _softmax_backward_row(y2, dy2, out2, i, s)
 
@@ -406,6 +411,7 @@ def _log_softmax_backward_rows(logp2, dy2, out2, s):
 def _log_softmax_backward_rows_serial(logp2, dy2, out2, s):
     # serial twin of _log_softmax_backward_rows, for small inputs
     wide_vectors()
+    logp2, dy2, out2, s = borrowed(logp2), borrowed(dy2), borrowed(out2), borrowed(s)
     for i in range(logp2.shape[0]):
         _log_softmax_backward_row(logp2, dy2, out2, i, s)
 
@@ -472,6 +478,7 @@ def _log_softmax_groups(x2, out2, s, G):
 def _log_softmax_groups_serial(x2, out2, s, G):
     # serial twin of _log_softmax_groups, for small inputs
     wide_vectors()
+    x2, out2, s = borrowed(x2), borrowed(out2), borrowed(s)
     aside = same_memory(x2, out2)
     N = x2.shape[0]
     m, rest, ties, L = group_scratch(min(G, N), x2)  # a small input's is smaller
@@ -516,6 +523,7 @@ def _logsumexp_groups(x2, out1, G):
 def _logsumexp_groups_serial(x2, out1, G):
     # serial twin of _logsumexp_groups, for small inputs
     wide_vectors()
+    x2, out1 = borrowed(x2), borrowed(out1)
     N = x2.shape[0]
     m, rest, ties, L = group_scratch(min(G, N), x2)  # a small input's is smaller
     for t in range((N + G - 1) // G):
@@ -569,6 +577,7 @@ def _softmax_lanes(x3, out3, s, width):
 def _softmax_lanes_serial(x3, out3, s, width):
     # serial twin of _softmax_lanes, for small inputs
     wide_vectors()
+    x3, out3, s = borrowed(x3), borrowed(out3), borrowed(s)
     nb = (x3.shape[2] + width - 1) // width
     for t in range(x3.shape[0] * nb):
         o, i0, n = lane_block(t, nb, width, x3.shape[2])
@@ -620,6 +629,7 @@ def _log_softmax_lanes(x3, out3, s, width):
 def _log_softmax_lanes_serial(x3, out3, s, width):
     # serial twin of _log_softmax_lanes, for small inputs
     wide_vectors()
+    x3, out3, s = borrowed(x3), borrowed(out3), borrowed(s)
     nb = (x3.shape[2] + width - 1) // width
     for t in range(x3.shape[0] * nb):
         o, i0, n = lane_block(t, nb, width, x3.shape[2])
@@ -655,6 +665,7 @@ def _logsumexp_lanes(x3, out2, width):
 def _logsumexp_lanes_serial(x3, out2, width):
     # serial twin of _logsumexp_lanes, for small inputs
     wide_vectors()
+    x3, out2 = borrowed(x3), borrowed(out2)
     nb = (x3.shape[2] + width - 1) // width
     for t in range(x3.shape[0] * nb):
         o, i0, n = lane_block(t, nb, width, x3.shape[2])
@@ -693,6 +704,7 @@ def _softmax_backward_lanes(y3, dy3, out3, s, width):
 def _softmax_backward_lanes_serial(y3, dy3, out3, s, width):
     # serial twin of _softmax_backward_lanes, for small inputs
     wide_vectors()
+    y3, dy3, out3, s = borrowed(y3), borrowed(dy3), borrowed(out3), borrowed(s)
     nb = (y3.shape[2] + width - 1) // width
     for t in range(y3.shape[0] * nb):
         o, i0, n = lane_block(t, nb, width, y3.shape[2])
@@ -731,6 +743,7 @@ def _log_softmax_backward_lanes(logp3, dy3, out3, s, width):
 def _log_softmax_backward_lanes_serial(logp3, dy3, out3, s, width):
     # serial twin of _log_softmax_backward_lanes, for small inputs
     wide_vectors()
+    logp3, dy3, out3, s = borrowed(logp3), borrowed(dy3), borrowed(out3), borrowed(s)
     nb = (logp3.shape[2] + width - 1) // width
     for t in range(logp3.shape[0] * nb):
         o, i0, n = lane_block(t, nb, width, logp3.shape[2])
@@ -796,6 +809,7 @@ def _logsumexp_b(x3, b3, out2, sign2, return_sign):
 def _logsumexp_b_serial(x3, b3, out2, sign2, return_sign):
     # serial twin of _logsumexp_b, for small inputs
     wide_vectors()
+    x3, b3, out2, sign2 = borrowed(x3), borrowed(b3), borrowed(out2), borrowed(sign2)
     n = x3.shape[0] * x3.shape[2]
     for t in range(n):
         o = t // x3.shape[2]
