@@ -380,8 +380,8 @@ def test_out_argument(name, order):
 @pytest.mark.parametrize("name", FORWARD)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("axis", [-1, 0])
-@pytest.mark.parametrize("shape", [(70, 600), (5, 300)])  # parallel and serial kernels
-def test_in_place(name, dtype, axis, shape):
+@pytest.mark.parametrize("shape", [(70, 600), (5, 300), (40, 12), (8, 4500)])  # parallel and
+def test_in_place(name, dtype, axis, shape):  # serial kernels; short rows; heap row copies
     # softmax's rows store and sum their exponentials in one loop, which LLVM runs scalar
     # (another order of the sum) when it reads what it writes: in place it reads a copy of
     # the row, and must give the bits of an allocated result

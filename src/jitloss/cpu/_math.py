@@ -88,7 +88,8 @@ __all__ = [
     "min_num",
     "near_ok",
     "row_dot",
-    "row_copy",
+    "aside_row",
+    "borrowed",
     "rows_copy",
     "group_scratch",
     "group_span",
@@ -555,7 +556,7 @@ def log1p(u):
 # unsigned (uint64), again so that no negative-index check stands in the way; the loops run
 # over the w contiguous lanes and vectorise.
 #
-# A loop that stores and also reduces never reads the memory it writes (row_copy copies
+# A loop that stores and also reduces never reads the memory it writes (aside_row copies
 # an in-place row first): with out aliasing x LLVM's vectorised loop falls back to its
 # scalar version, which sums in another order.  An elementwise loop may alias: its scalar
 # fallback gives the same bits.  Only
@@ -765,15 +766,17 @@ def has_nan(x1):
 
 
 @njit(fastmath=_REDUCE)
-def row_exp(x2, i, m, s, out2, near):
-    """out2[i, j] = exp((x2[i, j] - m) * s); out2 may be x2.  ``near``: see near_ok."""
+def row_exp(x2, k, m, s, out2, i, near):
+    """out2[i, j] = exp((x2[k, j] - m) * s).  ``near``: see near_ok.  Row k of x2 may be row
+    i of out2 (the same bits), but LLVM's vectorised loop checks that the two do not
+    overlap and runs its scalar version when they do: in place, pass aside_row's copy."""
     wide_vectors()
     if near:
         for j in range(x2.shape[1]):
-            out2[i, j] = exp_near(x2[i, j], m)
+            out2[i, j] = exp_near(x2[k, j], m)
     else:
         for j in range(x2.shape[1]):
-            out2[i, j] = exp_sub(x2[i, j], m, s)
+            out2[i, j] = exp_sub(x2[k, j], m, s)
 
 
 @njit
@@ -816,18 +819,59 @@ def _borrowed_impl(a):
     return lambda a: a
 
 
-@njit
-def row_copy(x2, i):
+STACK_ROW_BYTES = 16 << 10  # rows up to this size are copied to the stack (aside_row)
+
+
+@intrinsic
+def _stack_row(typingctx, like):
+    # A (1, like.shape[1]) C-contiguous array of like's dtype whose memory is
+    # STACK_ROW_BYTES in the calling function's frame (an alloca in its entry block, so a
+    # loop that calls it does not grow the stack); no owner, so no reference counts.  The
+    # caller checks that the row fits and never lets the array outlive its frame.
+    ret = types.Array(like.dtype, 2, "C")
+
+    def codegen(context, builder, sig, args):
+        src = context.make_array(sig.args[0])(context, builder, value=args[0])
+        llty = context.get_data_type(like.dtype)
+        itemsize = context.get_abi_sizeof(llty)
+        buf = cgutils.alloca_once(builder, llty, size=STACK_ROW_BYTES // itemsize)
+        buf.align = 64
+        intp = context.get_value_type(types.intp)
+        n = builder.extract_value(src.shape, 1)
+        view = context.make_array(ret)(context, builder)
+        context.populate_array(view, data=buf, shape=[intp(1), n],
+                               strides=[builder.mul(n, intp(itemsize)), intp(itemsize)],
+                               itemsize=intp(itemsize), meminfo=None)
+        return view._getvalue()
+
+    return ret(like), codegen
+
+
+@njit(inline="always")
+def aside_row(x2, i):
     """Row i of x2 as a (1, classes) array of its own: the source of row_exp_sum in place.
     Reading the memory it writes, a loop that also sums runs LLVM's scalar fallback, which
     sums in another order: the copy keeps in-place results bitwise equal to allocated ones.
+
+    Rows of up to STACK_ROW_BYTES are copied to the stack: an allocation per row made a
+    short in-place softmax or cross-entropy gradient take 1.5-2x the time of one into new
+    memory (65536 x 32 float32), and a stack row carries no reference count.  Inlined into
+    the caller by numba (``inline="always"``), so that the stack is the caller's frame:
+    use the copy in the function that calls this, and never return it.
     """
-    return rows_copy(x2, i, 1)
+    wide_vectors()
+    if x2.shape[1] * x2.itemsize <= STACK_ROW_BYTES:
+        src = _stack_row(x2)
+    else:
+        src = np.empty((1, x2.shape[1]), x2.dtype)
+    for j in range(x2.shape[1]):
+        src[0, j] = x2[i, j]
+    return src
 
 
 @njit
 def rows_copy(x2, r0, g):
-    """Rows r0 to r0 + g - 1 of x2 as a (g, classes) array of its own (see row_copy)."""
+    """Rows r0 to r0 + g - 1 of x2 as a (g, classes) array of its own (see aside_row)."""
     wide_vectors()
     src = np.empty((g, x2.shape[1]), x2.dtype)
     for q in range(g):
@@ -863,7 +907,7 @@ def log1p_rests(rest, ties, n, L):
 @njit(fastmath=_REDUCE)
 def row_exp_sum(x2, k, m, s, out2, i, near):
     """out2[i, j] = exp((x2[k, j] - m) * s), and their sum in float64 (float32 terms summed
-    in blocks), in one loop; row k of x2 must not be row i of out2 (see row_copy).
+    in blocks), in one loop; row k of x2 must not be row i of out2 (see aside_row).
 
     One loop instead of storing, then summing the stored row (float32 softmax, 2 threads,
     emeraldrapids): 0.96 of the time at 128 x 1000, 0.93 at 4096 x 1000, 0.82 at 65536 x

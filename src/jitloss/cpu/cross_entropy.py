@@ -57,7 +57,7 @@ from ._math import (
     pairwise_sum,
     prefetch_lanes,
     prefetch_row,
-    row_copy,
+    aside_row,
     row_exp,
     row_exp_sum,
     row_fill,
@@ -232,26 +232,28 @@ def _index_row(x2, i, y, w, wsum, ignore, eps, z):
 @njit
 def _exp_rest(x2, i, m, near, g2, aside):
     """g2[i, j] = exp(x2[i, j] - m) and row_rest's (rest, ties) of that row.  Rows of at
-    least FUSE_CLASSES sum as they store (row_exp_sum; in place, aside, from a copy of the
-    row, see row_copy) and take (S - 1, 1) for a sum S >= 2: S - 1 is exact and no term is
-    small beside S (see _log_softmax_row); below 2, and for shorter rows, the stored row is
-    summed again without the terms equal to 1."""
+    least FUSE_CLASSES sum as they store (row_exp_sum) and take (S - 1, 1) for a sum S >= 2:
+    S - 1 is exact and no term is small beside S (see _log_softmax_row); below 2, and for
+    shorter rows, the stored row is summed again without the terms equal to 1.  In place
+    (aside) the exponentials are taken from a copy of the row (aside_row)."""
     if x2.shape[1] >= FUSE_CLASSES:
         if aside:
-            total = row_exp_sum(row_copy(x2, i), i - i, m, _ONE, g2, i, near)
+            total = row_exp_sum(aside_row(x2, i), i - i, m, _ONE, g2, i, near)
         else:
             total = row_exp_sum(x2, i, m, _ONE, g2, i, near)
         if total >= 2.0:
             return total - 1.0, 1.0
+    elif aside:
+        row_exp(aside_row(x2, i), i - i, m, _ONE, g2, i, near)
     else:
-        row_exp(x2, i, m, _ONE, g2, near)
+        row_exp(x2, i, m, _ONE, g2, i, near)
     return row_rest(g2, i)
 
 
 @njit
 def _index_grad_row(x2, i, y, w, wsum, ignore, eps, z, scale, g2, aside):
     # aside: g2 is x2 (grad_out=logits), so a fused row reads its exponentials' arguments
-    # from a copy of row i (see row_copy); the same bits either way
+    # from a copy of row i (see aside_row); the same bits either way
     wide_vectors()
     C = x2.shape[1]
     if y == ignore:

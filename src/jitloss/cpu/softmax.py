@@ -43,7 +43,7 @@ from ._math import (
     prefetch_row,
     row_dot,
     row_fill,
-    row_copy,
+    aside_row,
     rows_copy,
     row_exp_sum,
     ONLINE_ROW_BYTES,
@@ -223,7 +223,7 @@ def log_softmax_backward(logp3, dy3, s, out3=None):
 @njit
 def _softmax_row(x2, out2, i, s, aside):
     # aside: out2 is x2 (in place), so the exponentials are taken from a copy of the row
-    # (see row_copy); the same bits either way
+    # (see aside_row); the same bits either way
     wide_vectors()
     m, low = row_range(x2, i)
     if not math.isfinite(m):  # +inf, NaN, or all -inf
@@ -231,7 +231,7 @@ def _softmax_row(x2, out2, i, s, aside):
         return
     near = near_ok(m, low, s)
     if aside:
-        total = row_exp_sum(row_copy(x2, i), 0, m, s, out2, i, near)
+        total = row_exp_sum(aside_row(x2, i), 0, m, s, out2, i, near)
     else:
         total = row_exp_sum(x2, i, m, s, out2, i, near)
     inv = as_type_of(1.0 / total, x2)
@@ -266,7 +266,7 @@ def _softmax_rows_serial(x2, out2, s):
 def _log_softmax_row(x2, out2, i, s, aside):
     # A row of up to STORE_ROW_BYTES stores its exponentials in out2 as it sums them
     # (row_exp_sum), so in place (aside, as in _softmax_row) it reads a copy of row i: that
-    # loop must not read what it writes (see row_copy), and the output pass reads the copy.
+    # loop must not read what it writes (see aside_row), and the output pass reads the copy.
     # A sum S >= 2 gives log1p_rest(S - 1, 1) = log1p(S - 1), exact to the last bit of S (no
     # term is small beside S); below 2 the largest term dominates, and the stored row is summed
     # again without the terms equal to 1 (row_rest), which keeps a probability near 1 its
@@ -282,7 +282,7 @@ def _log_softmax_row(x2, out2, i, s, aside):
             row_fill(out2, i, np.nan)
             return
         if aside:
-            src, k = row_copy(x2, i), i - i  # 0 of i's (prange) type
+            src, k = aside_row(x2, i), i - i  # 0 of i's (prange) type
         total = row_exp_sum(src, k, m, s, out2, i, near_ok(m, low, s))
         if total >= 2.0:
             rest, ties = total - 1.0, 1.0
