@@ -86,13 +86,21 @@ def test_max_margin_hinge_point_has_zero_subgradient():
     np.testing.assert_array_equal(g, [[-1.0, 0.0, 1.0]])
 
 
-def test_max_margin_in_place_is_bitwise_the_allocated_one():
+@pytest.mark.parametrize("rows", [300, 1100])  # serial and parallel, several row chunks
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_max_margin_in_place_is_bitwise_the_allocated_one(rows, reduction):
+    # in place each chunk of rows is read from a copy (a loop that reads what it writes runs
+    # LLVM's scalar fallback); the pairs, losses and gradient keep their bits
     rng = _rng(4)
-    s = rng.standard_normal(300 * 64).astype(np.float32)
-    loss, g = jitloss.max_margin_loss_with_grad(s, num_negatives=63)
+    s = rng.standard_normal(rows * 64).astype(np.float32)
+    kw = dict(num_negatives=63, reduction=reduction)
+    if reduction == "none":
+        kw["dloss"] = rng.standard_normal((rows, 63)).astype(np.float32)
+    loss, g = jitloss.max_margin_loss_with_grad(s, **kw)
     s2 = s.copy()
-    loss2, g2 = jitloss.max_margin_loss_with_grad(s2, num_negatives=63, grad_out=s2)
-    assert g2 is s2 and loss2 == loss
+    loss2, g2 = jitloss.max_margin_loss_with_grad(s2, grad_out=s2, **kw)
+    assert g2 is s2
+    np.testing.assert_array_equal(loss2, loss)
     np.testing.assert_array_equal(g2, g)
 
 
@@ -165,10 +173,11 @@ def test_multi_margin_hinge_point_has_zero_subgradient():
     np.testing.assert_allclose(g, [[-1 / 3, 0.0, 1 / 3]])
 
 
-def test_multi_margin_float32_in_place():
+@pytest.mark.parametrize("rows", [256, 700])  # serial and parallel kernels
+def test_multi_margin_float32_in_place(rows):
     rng = _rng(8)
-    x = rng.standard_normal((256, 100)).astype(np.float32)
-    y = rng.integers(0, 100, 256)
+    x = rng.standard_normal((rows, 100)).astype(np.float32)
+    y = rng.integers(0, 100, rows)
     loss, g = jitloss.multi_margin_loss_with_grad(x, y, p=2)
     x2 = x.copy()
     loss2, g2 = jitloss.multi_margin_loss_with_grad(x2, y, p=2, grad_out=x2)

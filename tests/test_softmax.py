@@ -599,14 +599,21 @@ def _backward_formula(y, dy, axis):
     return y * (dy - (dy * y).sum(axis=axis, keepdims=True))
 
 
-def test_backward_in_place_into_dy():
+@pytest.mark.parametrize("shape", [(8, 9), (300, 130)])  # serial and parallel kernels
+@pytest.mark.parametrize("into", ["dy", "y"])
+@pytest.mark.parametrize("log", [False, True])
+def test_backward_in_place(shape, into, log):
+    # in place both rows are read from copies (a loop reading what it writes runs scalar)
     rng = _rng(10)
-    y = jitloss.softmax(rng.standard_normal((8, 9)))
-    dy = rng.standard_normal((8, 9))
-    want = jitloss.softmax_backward(y, dy)
-    res = jitloss.softmax_backward(y, dy, out=dy)
-    assert res is dy
-    np.testing.assert_array_equal(dy, want)
+    forward, backward = ((jitloss.log_softmax, jitloss.log_softmax_backward) if log
+                         else (jitloss.softmax, jitloss.softmax_backward))
+    y = forward(rng.standard_normal(shape))
+    dy = rng.standard_normal(shape)
+    want = backward(y, dy)
+    target = dy if into == "dy" else y
+    res = backward(y, dy, out=target)
+    assert res is target
+    np.testing.assert_array_equal(target, want)
 
 
 def test_backward_mixed_dtypes_promote():

@@ -21,17 +21,21 @@ import math
 
 import numpy as np
 from numba import njit, prange, uint64
+from numba.extending import register_jitable
 
 from . import run
 from ._labels import scan
 from ._math import (
     _REDUCE,
     as_type_of,
+    aside_row,
     borrowed,
     max_nan,
     max_span,
     pairwise_sum,
     row_fill,
+    rows_copy,
+    same_memory,
     wide_vectors,
 )
 
@@ -162,7 +166,8 @@ def max_margin_grad_small(s2, margin, mean, g2):
     loss1 = np.empty(s2.shape[0], np.float64)
     k = 1.0 / (s2.shape[0] * (s2.shape[1] - 1)) if mean else 1.0
     _max_margin_grad_rows_serial(s2, margin, k, np.empty((1, 1), np.float64), False, loss1,
-                                 np.empty((1, 1), s2.dtype), False, g2, 0)
+                                 np.empty((1, 1), s2.dtype), False, g2,
+                                 _chunk_rows(s2.shape[1]))
     return pairwise_sum(loss1)
 
 
@@ -189,23 +194,24 @@ def _pair_sum(s2, i, top):
 
 
 @njit(fastmath=_REDUCE)
-def _active_dot(s2, i, top, dl2):
-    """sum_j dl2[i, j - 1] over the active pairs j >= 1 (top + s_ij > 0), in float64."""
+def _active_dot(s2, r, top, dl2, i):
+    """sum_j dl2[i, j - 1] over the active pairs j >= 1 (top + s_rj > 0), in float64."""
     wide_vectors()
     total = 0.0
     zero = as_type_of(0.0, s2)
     for j in range(1, s2.shape[1]):
-        v = top + s2[i, j]
+        v = top + s2[r, j]
         total += dl2[i, j - 1] if v > zero else 0.0
     return total
 
 
 @njit
-def _store_pairs(s2, i, top, pairs2):
+def _store_pairs(s2, r, top, pairs2, i):
+    # pairs2[i, j - 1] = the hinge of score s2[r, j]
     wide_vectors()
     zero = as_type_of(0.0, s2)
     for j in range(1, s2.shape[1]):
-        v = top + s2[i, j]
+        v = top + s2[r, j]
         pairs2[i, j - 1] = v if v > zero or v != v else zero
 
 
@@ -217,10 +223,11 @@ def _max_margin_chunk(s2, r0, r1, margin, loss1, pairs2, store):
     for i in range(r0, r1):
         top = as_type_of(margin, s2) - s2[i, 0]
         if store:
-            _store_pairs(s2, i, top, pairs2)
+            _store_pairs(s2, i, top, pairs2, i)
         loss1[i] = _pair_sum(s2, i, top)[0]
 
 
+@register_jitable
 def _chunk_rows(classes: int) -> int:
     """Rows per task of the max-margin kernels: about 4096 scores."""
     return max(1, 4096 // max(classes, 1))
@@ -246,48 +253,72 @@ def _max_margin_rows_serial(s2, margin, loss1, pairs2, store, chunk):
 
 
 @njit
-def _max_margin_grad_chunk(s2, r0, r1, margin, k, dl2, per_pair, loss1, pairs2, store, g2):
-    # d h_bj / d s_bj = [h_bj > 0],  d h_bj / d s_b0 = -[h_bj > 0];  rows [r0, r1)
+def _max_margin_grad_chunk(s2, q0, r0, r1, margin, k, dl2, per_pair, loss1, pairs2, store,
+                           g2):
+    # d h_bj / d s_bj = [h_bj > 0],  d h_bj / d s_b0 = -[h_bj > 0];  rows [r0, r1) of the
+    # outputs from rows [r0 - q0, r1 - q0) of s2: q0 = r0 when s2 is a copy of the chunk's
+    # rows (grad_out=scores, see _max_margin_grad_task), else 0.  s2 is borrowed: the caller may
+    # pass a copy it owns, and the row loops below must not count references
     wide_vectors()
+    s2 = borrowed(s2)
     zero = as_type_of(0.0, s2)
     kk = as_type_of(k, s2)
     for i in range(r0, r1):
-        top = as_type_of(margin, s2) - s2[i, 0]  # read before g2 (maybe s2) is written
-        total, count = _pair_sum(s2, i, top)
-        dpos = _active_dot(s2, i, top, dl2) if per_pair else k * count
+        r = i - q0
+        top = as_type_of(margin, s2) - s2[r, 0]
+        total, count = _pair_sum(s2, r, top)
+        dpos = _active_dot(s2, r, top, dl2, i) if per_pair else k * count
         if store:
-            _store_pairs(s2, i, top, pairs2)
+            _store_pairs(s2, r, top, pairs2, i)
         if per_pair:
             for j in range(1, s2.shape[1]):
-                v = top + s2[i, j]
+                v = top + s2[r, j]
                 g2[i, j] = as_type_of(dl2[i, j - 1], s2) if v > zero else (v if v != v else zero)
         else:
             for j in range(s2.shape[1]):  # j = 0 is written below
-                v = top + s2[i, j]
+                v = top + s2[r, j]
                 g2[i, j] = kk if v > zero else (v if v != v else zero)
         g2[i, 0] = -dpos if not math.isnan(total) else np.nan
         loss1[i] = total
+
+
+@njit
+def _max_margin_grad_task(s2, c, chunk, margin, k, dl2, per_pair, loss1, pairs2, store, g2,
+                          aside):
+    # chunk c of the rows; in place (aside: g2 is s2) from a copy of the chunk's rows, as a
+    # loop that reads what it writes runs LLVM's scalar fallback (2.6-7x slower measured)
+    r0 = c * chunk
+    r1 = min(r0 + chunk, s2.shape[0])
+    if aside:
+        _max_margin_grad_chunk(rows_copy(s2, r0, r1 - r0), r0, r0, r1, margin, k, dl2,
+                               per_pair, loss1, pairs2, store, g2)
+    else:
+        _max_margin_grad_chunk(s2, 0, r0, r1, margin, k, dl2, per_pair, loss1, pairs2, store,
+                               g2)
 
 
 @njit(parallel=True, cache=True)
 def _max_margin_grad_rows(s2, margin, k, dl2, per_pair, loss1, pairs2, store, g2, chunk):
     # loss as in _max_margin_rows;  g_bj = k_bj [h_bj > 0],  g_b0 = -sum_j k_bj [h_bj > 0]
     wide_vectors()
-    n = s2.shape[0]
-    for c in prange((n + chunk - 1) // chunk):
+    aside = same_memory(s2, g2)
+    for c in prange((s2.shape[0] + chunk - 1) // chunk):
         wide_vectors()
-        _max_margin_grad_chunk(s2, c * chunk, min(c * chunk + chunk, n), margin, k, dl2,
-                               per_pair, loss1, pairs2, store, g2)
+        _max_margin_grad_task(s2, c, chunk, margin, k, dl2, per_pair, loss1, pairs2, store,
+                              g2, aside)
 
 
 @njit(cache=True)
 def _max_margin_grad_rows_serial(s2, margin, k, dl2, per_pair, loss1, pairs2, store, g2,
                                  chunk):
     # serial twin of _max_margin_grad_rows, for small inputs
+    wide_vectors()
     s2, dl2, loss1 = borrowed(s2), borrowed(dl2), borrowed(loss1)
     pairs2, g2 = borrowed(pairs2), borrowed(g2)
-    _max_margin_grad_chunk(s2, 0, s2.shape[0], margin, k, dl2, per_pair, loss1, pairs2, store,
-                           g2)
+    aside = same_memory(s2, g2)
+    for c in range((s2.shape[0] + chunk - 1) // chunk):
+        _max_margin_grad_task(s2, c, chunk, margin, k, dl2, per_pair, loss1, pairs2, store,
+                              g2, aside)
 
 
 # --- multi-margin (Weston-Watkins, PyTorch's multi_margin_loss) ---------------------------------
@@ -340,19 +371,19 @@ def _multi_margin_rows_serial(x2, y1, w, p, margin, loss1):
 
 
 @njit
-def _multi_margin_grad_row(x2, i, y, w, p, margin, k, g2):
+def _multi_margin_grad_row(x2, r, y, w, p, margin, k, g2, i):
     # g_j = k w_y / C * (1 or 2 z_j) [z_j > 0] for j != y;  g_y = -sum_{j != y} g_j
+    # g2[i] from row r of x2: in place (g2 is x2) the kernels pass a copy (see aside_row)
     wide_vectors()
     C = x2.shape[1]
-    xy = x2[i, y]  # read before g (possibly x itself) is written
-    total, slope = _multi_margin_sums(x2, i, y, p, margin)
+    total, slope = _multi_margin_sums(x2, r, y, p, margin)
     c = k * np.float64(w[y]) / C
-    top = as_type_of(margin, x2) - xy
+    top = as_type_of(margin, x2) - x2[r, y]
     zero = as_type_of(0.0, x2)
     cc = as_type_of(c, x2)
     c2 = as_type_of(2.0 * c, x2)
     for j in range(C):
-        z = top + x2[i, j]
+        z = top + x2[r, j]
         if p == 1:
             g2[i, j] = cc if z > zero else (z if z != z else zero)
         else:
@@ -365,9 +396,14 @@ def _multi_margin_grad_row(x2, i, y, w, p, margin, k, g2):
 def _multi_margin_grad_rows(x2, y1, w, p, margin, k1, loss1, g2):
     # loss as in _multi_margin_rows;  g_j = k w_y/C (1 or 2 z_j)[z_j > 0], g_y = -sum_j g_j
     wide_vectors()
+    aside = same_memory(x2, g2)
     for i in prange(x2.shape[0]):
         wide_vectors()
-        loss1[i] = _multi_margin_grad_row(x2, i, y1[i], w, p, margin, k1[i], g2)
+        if aside:
+            loss1[i] = _multi_margin_grad_row(aside_row(x2, i), i - i, y1[i], w, p, margin,
+                                              k1[i], g2, i)
+        else:
+            loss1[i] = _multi_margin_grad_row(x2, i, y1[i], w, p, margin, k1[i], g2, i)
 
 
 @njit(cache=True)
@@ -376,8 +412,13 @@ def _multi_margin_grad_rows_serial(x2, y1, w, p, margin, k1, loss1, g2):
     wide_vectors()
     x2, y1, w = borrowed(x2), borrowed(y1), borrowed(w)
     k1, loss1, g2 = borrowed(k1), borrowed(loss1), borrowed(g2)
+    aside = same_memory(x2, g2)
     for i in range(x2.shape[0]):
-        loss1[i] = _multi_margin_grad_row(x2, i, y1[i], w, p, margin, k1[i], g2)
+        if aside:
+            loss1[i] = _multi_margin_grad_row(aside_row(x2, i), i - i, y1[i], w, p, margin,
+                                              k1[i], g2, i)
+        else:
+            loss1[i] = _multi_margin_grad_row(x2, i, y1[i], w, p, margin, k1[i], g2, i)
 
 
 # --- multiclass hinge (Crammer-Singer) --------------------------------------------------------

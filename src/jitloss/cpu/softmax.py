@@ -361,12 +361,14 @@ def _logsumexp_rows_serial(x2, out1):
 
 
 @njit
-def _softmax_backward_row(y2, dy2, out2, i, s):
+def _softmax_backward_row(y2, dy2, k, out2, i, s):
+    # out2[i] from rows k of y2 and dy2: in place (out2 is y2 or dy2) the kernels pass
+    # copies of both rows (aside_row), as the loop would run scalar reading what it writes
     wide_vectors()
-    dot = as_type_of(row_dot(dy2, y2, i), y2)
+    dot = as_type_of(row_dot(dy2, y2, k), y2)
     sm = as_type_of(s[0], y2)
     for j in range(y2.shape[1]):
-        out2[i, j] = y2[i, j] * (dy2[i, j] - dot) * sm
+        out2[i, j] = y2[k, j] * (dy2[k, j] - dot) * sm
 
 
 @njit(parallel=True, cache=True)
@@ -374,9 +376,13 @@ def _softmax_backward_rows(y2, dy2, out2, s):
     # y = softmax(x s):  dx_j = y_j (dy_j - sum_k dy_k y_k) s
     # (the vector-Jacobian product of softmax; linear in dy)
     wide_vectors()
+    aside = same_memory(y2, out2) or same_memory(dy2, out2)
     for i in prange(y2.shape[0]):
         wide_vectors()
-        _softmax_backward_row(y2, dy2, out2, i, s)
+        if aside:
+            _softmax_backward_row(aside_row(y2, i), aside_row(dy2, i), i - i, out2, i, s)
+        else:
+            _softmax_backward_row(y2, dy2, i, out2, i, s)
 
 
 @njit(cache=True)
@@ -384,17 +390,22 @@ def _softmax_backward_rows_serial(y2, dy2, out2, s):
     # serial twin of _softmax_backward_rows, for small inputs
     wide_vectors()
     y2, dy2, out2, s = borrowed(y2), borrowed(dy2), borrowed(out2), borrowed(s)
+    aside = same_memory(y2, out2) or same_memory(dy2, out2)
     for i in range(y2.shape[0]):
-        _softmax_backward_row(y2, dy2, out2, i, s)
+        if aside:
+            _softmax_backward_row(aside_row(y2, i), aside_row(dy2, i), 0, out2, i, s)
+        else:
+            _softmax_backward_row(y2, dy2, i, out2, i, s)
 
 
 @njit
-def _log_softmax_backward_row(logp2, dy2, out2, i, s):
+def _log_softmax_backward_row(logp2, dy2, k, out2, i, s):
+    # out2[i] from rows k of logp2 and dy2 (in place: copies, as in _softmax_backward_row)
     wide_vectors()
-    total = as_type_of(row_sum(dy2, i), logp2)
+    total = as_type_of(row_sum(dy2, k), logp2)
     sm = as_type_of(s[0], logp2)
     for j in range(logp2.shape[1]):
-        out2[i, j] = (dy2[i, j] - exp(logp2[i, j]) * total) * sm
+        out2[i, j] = (dy2[k, j] - exp(logp2[k, j]) * total) * sm
 
 
 @njit(parallel=True, cache=True)
@@ -402,9 +413,13 @@ def _log_softmax_backward_rows(logp2, dy2, out2, s):
     # logp = log_softmax(x s):  dx_j = (dy_j - exp(logp_j) sum_k dy_k) s
     # (the vector-Jacobian product of log_softmax; linear in dy)
     wide_vectors()
+    aside = same_memory(logp2, out2) or same_memory(dy2, out2)
     for i in prange(logp2.shape[0]):
         wide_vectors()
-        _log_softmax_backward_row(logp2, dy2, out2, i, s)
+        if aside:
+            _log_softmax_backward_row(aside_row(logp2, i), aside_row(dy2, i), i - i, out2, i, s)
+        else:
+            _log_softmax_backward_row(logp2, dy2, i, out2, i, s)
 
 
 @njit(cache=True)
@@ -412,8 +427,12 @@ def _log_softmax_backward_rows_serial(logp2, dy2, out2, s):
     # serial twin of _log_softmax_backward_rows, for small inputs
     wide_vectors()
     logp2, dy2, out2, s = borrowed(logp2), borrowed(dy2), borrowed(out2), borrowed(s)
+    aside = same_memory(logp2, out2) or same_memory(dy2, out2)
     for i in range(logp2.shape[0]):
-        _log_softmax_backward_row(logp2, dy2, out2, i, s)
+        if aside:
+            _log_softmax_backward_row(aside_row(logp2, i), aside_row(dy2, i), 0, out2, i, s)
+        else:
+            _log_softmax_backward_row(logp2, dy2, i, out2, i, s)
 
 
 # --- row groups (short rows) ------------------------------------------------------------
