@@ -602,16 +602,17 @@ def _backward_formula(y, dy, axis):
 @pytest.mark.parametrize("shape", [(8, 9), (300, 130)])  # serial and parallel kernels
 @pytest.mark.parametrize("into", ["dy", "y"])
 @pytest.mark.parametrize("log", [False, True])
-def test_backward_in_place(shape, into, log):
-    # in place both rows are read from copies (a loop reading what it writes runs scalar)
+@pytest.mark.parametrize("axis", [-1, 0])  # rows and lanes
+def test_backward_in_place(shape, into, log, axis):
+    # in place the inputs are read from copies (a loop reading what it writes runs scalar)
     rng = _rng(10)
     forward, backward = ((jitloss.log_softmax, jitloss.log_softmax_backward) if log
                          else (jitloss.softmax, jitloss.softmax_backward))
-    y = forward(rng.standard_normal(shape))
+    y = forward(rng.standard_normal(shape), axis=axis)
     dy = rng.standard_normal(shape)
-    want = backward(y, dy)
+    want = backward(y, dy, axis=axis)
     target = dy if into == "dy" else y
-    res = backward(y, dy, out=target)
+    res = backward(y, dy, axis=axis, out=target)
     assert res is target
     np.testing.assert_array_equal(target, want)
 

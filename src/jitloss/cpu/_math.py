@@ -58,6 +58,8 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 from numba.np.numpy_support import as_dtype
 
+from . import LANE_ROW_BYTES
+
 __all__ = [
     "BLOCK",
     "pairwise_sum",
@@ -89,6 +91,7 @@ __all__ = [
     "near_ok",
     "row_dot",
     "aside_row",
+    "stack_lanes",
     "borrowed",
     "rows_copy",
     "group_scratch",
@@ -820,29 +823,56 @@ def _borrowed_impl(a):
 
 
 STACK_ROW_BYTES = 16 << 10  # rows up to this size are copied to the stack (aside_row)
+LANE_STACK_BYTES = LANE_ROW_BYTES  # a lane block's piece of a class row (stack_lanes)
+
+
+def _stack_array(context, builder, dtype, ret, shape):
+    # STACK_ROW_BYTES in the calling function's frame (an alloca in its entry block, so a
+    # loop that calls this does not grow the stack) as an array of type ret and the given
+    # shape (intp values), C-contiguous; no owner, so no reference counts
+    llty = context.get_data_type(dtype)
+    itemsize = context.get_abi_sizeof(llty)
+    buf = cgutils.alloca_once(builder, llty, size=STACK_ROW_BYTES // itemsize)
+    buf.align = 64
+    intp = context.get_value_type(types.intp)
+    strides = [intp(itemsize)]
+    for n in reversed(shape[1:]):
+        strides.insert(0, builder.mul(strides[0], n))
+    view = context.make_array(ret)(context, builder)
+    context.populate_array(view, data=buf, shape=shape, strides=strides,
+                           itemsize=intp(itemsize), meminfo=None)
+    return view._getvalue()
 
 
 @intrinsic
 def _stack_row(typingctx, like):
-    # A (1, like.shape[1]) C-contiguous array of like's dtype whose memory is
-    # STACK_ROW_BYTES in the calling function's frame (an alloca in its entry block, so a
-    # loop that calls it does not grow the stack); no owner, so no reference counts.  The
+    # A (1, like.shape[1]) array of like's dtype on the caller's stack (_stack_array).  The
     # caller checks that the row fits and never lets the array outlive its frame.
     ret = types.Array(like.dtype, 2, "C")
 
     def codegen(context, builder, sig, args):
         src = context.make_array(sig.args[0])(context, builder, value=args[0])
-        llty = context.get_data_type(like.dtype)
-        itemsize = context.get_abi_sizeof(llty)
-        buf = cgutils.alloca_once(builder, llty, size=STACK_ROW_BYTES // itemsize)
-        buf.align = 64
-        intp = context.get_value_type(types.intp)
+        one = context.get_constant(types.intp, 1)
         n = builder.extract_value(src.shape, 1)
-        view = context.make_array(ret)(context, builder)
-        context.populate_array(view, data=buf, shape=[intp(1), n],
-                               strides=[builder.mul(n, intp(itemsize)), intp(itemsize)],
-                               itemsize=intp(itemsize), meminfo=None)
-        return view._getvalue()
+        return _stack_array(context, builder, like.dtype, ret, [one, n])
+
+    return ret(like), codegen
+
+
+@intrinsic
+def stack_lanes(typingctx, like):
+    # A pointer to LANE_STACK_BYTES of like's dtype on the caller's stack (an alloca in its
+    # entry block), for a lane block's piece of a class row (at most LANE_ROW_BYTES).  A
+    # pointer, not an array: an array value would bring reference counting (a decref, even
+    # of nothing) into the lane helpers, which must have none (see _per_line).
+    ret = types.CPointer(like.dtype)
+
+    def codegen(context, builder, sig, args):
+        llty = context.get_data_type(like.dtype)
+        count = LANE_STACK_BYTES // context.get_abi_sizeof(llty)
+        buf = cgutils.alloca_once(builder, llty, size=count)
+        buf.align = 64
+        return buf
 
     return ret(like), codegen
 
@@ -1139,7 +1169,7 @@ def _lane_exp(x3, o, j, i0, m, s, out3, near):
     # too cost 9-19% of a float32 softmax along axis 0 of 1000 x 4096 (2 threads,
     # emeraldrapids; prefetchw no better).  A function of its own, not a loop nested in the
     # loop over j: nested, LLVM reloads the exponential's constants in every iteration (48
-    # instructions per 8 float32 instead of 25).
+    # instructions per 8 float32 instead of 25).  In place, _lane_exp_aside.
     wide_vectors()
     w = uint64(m.shape[0])
     prefetch_lanes(x3, o, j + AHEAD, i0, w)
@@ -1153,8 +1183,8 @@ def _lane_exp(x3, o, j, i0, m, s, out3, near):
 
 @njit(fastmath=_REDUCE)
 def _lane_exp_sum(x3, o, j, i0, m, s, out3, near, part):
-    # _lane_exp, each term also added to part[k]: elementwise, not a reduction, so the
-    # scalar fallback LLVM may run in place gives the same bits as the vector loop
+    # _lane_exp, each term also added to part[k] (elementwise, not a reduction: the same
+    # bits as _lane_exp_sum_aside, in place)
     wide_vectors()
     w = uint64(m.shape[0])
     prefetch_lanes(x3, o, j + AHEAD, i0, w)
@@ -1166,6 +1196,47 @@ def _lane_exp_sum(x3, o, j, i0, m, s, out3, near, part):
     else:
         for k in range(w):
             t = exp_sub(x3[o, j, i0 + k], m[k], s)
+            out3[o, j, i0 + k] = t
+            part[k] += t
+
+
+@njit(fastmath=_REDUCE)
+def _lane_exp_aside(x3, o, j, i0, m, s, out3, near):
+    # _lane_exp for out3 = x3 (in place): the piece of class row j is copied to the stack
+    # first, as the loop would run LLVM's scalar fallback reading what it writes (2.6x
+    # slower measured; the same bits).  Called instead of _lane_exp, not from it: so
+    # joined, numba kept the arguments' reference counts
+    wide_vectors()
+    w = uint64(m.shape[0])
+    prefetch_lanes(x3, o, j + AHEAD, i0, w)
+    src = stack_lanes(x3)
+    for k in range(w):
+        src[k] = x3[o, j, i0 + k]
+    if near:
+        for k in range(w):
+            out3[o, j, i0 + k] = exp_near(src[k], m[k])
+    else:
+        for k in range(w):
+            out3[o, j, i0 + k] = exp_sub(src[k], m[k], s)
+
+
+@njit(fastmath=_REDUCE)
+def _lane_exp_sum_aside(x3, o, j, i0, m, s, out3, near, part):
+    # _lane_exp_sum in place (as _lane_exp_aside)
+    wide_vectors()
+    w = uint64(m.shape[0])
+    prefetch_lanes(x3, o, j + AHEAD, i0, w)
+    src = stack_lanes(x3)
+    for k in range(w):
+        src[k] = x3[o, j, i0 + k]
+    if near:
+        for k in range(w):
+            t = exp_near(src[k], m[k])
+            out3[o, j, i0 + k] = t
+            part[k] += t
+    else:
+        for k in range(w):
+            t = exp_sub(src[k], m[k], s)
             out3[o, j, i0 + k] = t
             part[k] += t
 
@@ -1192,15 +1263,18 @@ def lanes_range(x3, o, i0, m, low, s):
 
 
 @njit(fastmath=_REDUCE)
-def lanes_exp(x3, o, i0, m, s, out3, near):
-    """out3[o, j, i0 + k] = exp((x3[o, j, i0 + k] - m[k]) * s); out3 may be x3."""
+def lanes_exp(x3, o, i0, m, s, out3, near, aside):
+    """out3[o, j, i0 + k] = exp((x3[o, j, i0 + k] - m[k]) * s); aside: out3 is x3."""
     wide_vectors()
     for j in range(x3.shape[1]):
-        _lane_exp(x3, o, j, i0, m, s, out3, near)
+        if aside:
+            _lane_exp_aside(x3, o, j, i0, m, s, out3, near)
+        else:
+            _lane_exp(x3, o, j, i0, m, s, out3, near)
 
 
 @njit(fastmath=_REDUCE)
-def lanes_exp_store(x3, o, i0, m, s, out3, total, near):
+def lanes_exp_store(x3, o, i0, m, s, out3, total, near, aside):
     """lanes_exp, and total[k] = the lane's sum (float64; float32 terms summed in float32
     over LANE_BLOCK classes, then added in float64), the sums in loops of their own."""
     wide_vectors()
@@ -1213,7 +1287,10 @@ def lanes_exp_store(x3, o, i0, m, s, out3, total, near):
         for k in range(w):
             part[k] = 0.0
         for j in range(b * LANE_BLOCK, min(b * LANE_BLOCK + LANE_BLOCK, C)):
-            _lane_exp_sum(x3, o, j, i0, m, s, out3, near, part)
+            if aside:
+                _lane_exp_sum_aside(x3, o, j, i0, m, s, out3, near, part)
+            else:
+                _lane_exp_sum(x3, o, j, i0, m, s, out3, near, part)
         for k in range(w):
             total[k] += part[k]
 

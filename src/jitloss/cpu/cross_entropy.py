@@ -797,7 +797,7 @@ def _index_grad_lane_block(x3, y2, w, wsum, ignore, eps, z, scale2, loss2, g3, o
         xy[k] = x3[o, y, i0 + k] if y != ignore else 0.0
     if eps > 0:
         _lanes_gap(x3, o, i0, m, w, gap)
-    lanes_exp(x3, o, i0, m, _ONE, g3, near)
+    lanes_exp(x3, o, i0, m, _ONE, g3, near, same_memory(x3, g3))
     lanes_rest(g3, o, i0, rest, ties)
     a = np.empty(n, g3.dtype)
     live = np.empty(n, np.bool_)
@@ -873,7 +873,7 @@ def _prob_grad_lane_block(x3, t3, w, eps, z, scale2, loss2, g3, o, i0, n):
     k1 = as_type_of(1.0 - eps, x3)
     k0 = as_type_of(eps / C, x3)
     _lanes_target_sums(x3, t3, o, i0, m, w, k1, k0, mass, gap)
-    lanes_exp(x3, o, i0, m, _ONE, g3, near)
+    lanes_exp(x3, o, i0, m, _ONE, g3, near, same_memory(x3, g3))
     lanes_rest(g3, o, i0, rest, ties)
     a = np.empty(n, g3.dtype)
     c1 = np.empty(n, g3.dtype)
