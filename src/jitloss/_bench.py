@@ -125,6 +125,14 @@ def _labels_inputs(shape, dtype, rng, axis=-1):
     return d
 
 
+def _in_place_inputs(shape, dtype, rng, axis=-1):
+    # _labels_inputs and a copy of the logits that the call overwrites with its gradient
+    # (grad_out=logits): after the first call it computes on gradient values, in [-1, 1]
+    d = _labels_inputs(shape, dtype, rng, axis)
+    d["xg"] = d["x"].copy()
+    return d
+
+
 def _np_cross_entropy(d):
     x, y = d["x"], d["y"]
     if d["axis"] != -1:
@@ -311,6 +319,15 @@ OPS = {
             _labels_inputs,
             lambda d: jitloss.cross_entropy_with_grad(d["x"], d["y"], axis=d["axis"],
                                                       grad_out=d["g"]),
+            _np_cross_entropy_with_grad,
+            _torch_cross_entropy_with_grad,
+        ),
+        Op(
+            "cross_entropy_with_grad_in_place",  # grad_out=logits: the memory-saving call
+            "cross_entropy",
+            _in_place_inputs,
+            lambda d: jitloss.cross_entropy_with_grad(d["xg"], d["y"], axis=d["axis"],
+                                                      grad_out=d["xg"]),
             _np_cross_entropy_with_grad,
             _torch_cross_entropy_with_grad,
         ),
