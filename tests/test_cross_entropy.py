@@ -438,6 +438,60 @@ def test_small_call_shortcut_matches_reference_and_general_path(dtype, shape, re
     np.testing.assert_array_equal(g3, g)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 1), (3, 14), (700, 30), (40, 300)])
+@pytest.mark.parametrize("red", ["mean", "sum"])
+def test_small_probability_call_matches_reference_and_general_path(dtype, shape, red):
+    # (N, C) C-contiguous logits with probability targets of their dtype take one compiled
+    # call; an F-ordered target takes the general path, whose bits it must give
+    rng = _rng(11)
+    x = rng.standard_normal(shape).astype(dtype)
+    t = rng.dirichlet(np.ones(shape[1]), shape[0]).astype(dtype)
+    general = dict(reduction=red)
+    tf = np.asfortranarray(t)
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    loss = jitloss.cross_entropy(x, t, reduction=red)
+    assert type(loss) is dtype
+    np.testing.assert_allclose(loss, ref.cross_entropy(x, t, reduction=red), rtol=rtol)
+    np.testing.assert_array_equal(loss, jitloss.cross_entropy(x, tf, **general))
+    loss_g, g = jitloss.cross_entropy_with_grad(x, t, reduction=red)
+    np.testing.assert_array_equal(loss_g, loss)
+    assert g.dtype == dtype and g.shape == shape
+    loss_b, g_b = jitloss.cross_entropy_with_grad(x, tf, **general)
+    np.testing.assert_array_equal(loss_b, loss)
+    np.testing.assert_array_equal(g, g_b)
+    np.testing.assert_allclose(g, ref.cross_entropy_grad(x, t, reduction=red), rtol=rtol,
+                               atol=rtol * 1e-2)
+    x2 = x.copy()
+    _, g2 = jitloss.cross_entropy_with_grad(x2, t, reduction=red, grad_out=x2)
+    assert g2 is x2
+    np.testing.assert_array_equal(x2, g)
+    t2 = t.copy()  # grad_out into the target: the general path, which reads a copy
+    _, g3 = jitloss.cross_entropy_with_grad(x, t2, reduction=red, grad_out=t2)
+    assert g3 is t2
+    np.testing.assert_array_equal(t2, g)
+    with pytest.raises(ValueError, match="ignore_index=0"):
+        jitloss.cross_entropy(x, t, ignore_index=0)
+
+
+@pytest.mark.parametrize("axis", [-1, 0])
+@pytest.mark.parametrize("classes", [14, 300])
+def test_gradient_written_over_probability_target_is_right(axis, classes):
+    # Bug: grad_out=target (the probabilities) was written through, and the kernels read
+    # the target again after writing exponentials over it: wrong gradients (0.02-0.33 off)
+    rng = _rng(12)
+    x = rng.standard_normal((40, classes))
+    t = rng.dirichlet(np.ones(classes), 40)
+    if axis == 0:
+        x, t = x.T.copy(), t.T.copy()
+    kw = dict(axis=axis, label_smoothing=0.1)
+    loss, want = jitloss.cross_entropy_with_grad(x, t, **kw)
+    t2 = t.copy()
+    loss2, g = jitloss.cross_entropy_with_grad(x, t2, grad_out=t2, **kw)
+    assert g is t2 and loss2 == loss
+    np.testing.assert_array_equal(t2, want)
+
+
 def test_small_call_shortcut_errors_and_edge_cases():
     x = _rng(9).standard_normal((3, 5))
     with pytest.raises(ValueError, match=r"label 5 at position \(1,\), outside \[0, 5\)"):

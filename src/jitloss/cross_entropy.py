@@ -154,6 +154,26 @@ def _small(logits, target, axis, weight, ignore_index, reduction, label_smoothin
     )
 
 
+def _small_prob(logits, target, axis, weight, ignore_index, reduction, label_smoothing,
+                z_loss) -> bool:
+    """True for a small call with probability targets: (N, C) C-contiguous float32/float64
+    logits and a target of the same shape, dtype and layout, along the last axis, no
+    weights, smoothing or z-loss, "mean" or "sum", ignore_index negative (the default).  It
+    takes one compiled call: 64 x 30 in about 12 us instead of 30."""
+    return (
+        type(logits) is np.ndarray and type(target) is np.ndarray and logits.ndim == 2
+        and type(axis) is int and (axis == -1 or axis == 1)
+        and logits.dtype in _args.NATIVE and target.dtype == logits.dtype
+        and target.shape == logits.shape
+        and logits.flags.c_contiguous and target.flags.c_contiguous
+        and weight is None and type(ignore_index) is int and ignore_index < 0
+        and (reduction == "mean" or reduction == "sum")
+        and type(label_smoothing) in (float, int) and label_smoothing == 0
+        and type(z_loss) in (float, int) and z_loss == 0
+        and 0 < logits.size < _PARALLEL_MIN
+    )
+
+
 def _reduce(plan: _Plan, loss2: np.ndarray):
     """The returned loss, from the (outer, inner) per-sample losses."""
     per = plan.rows.restore2(loss2, False) if plan.reduction == "none" else loss2
@@ -251,6 +271,10 @@ def cross_entropy(
         if first >= 0:
             raise _args.label_error(target, first, classes, ignore_index)
         return _args.reduce_total(total, reduction, den, logits.dtype)
+    if _small_prob(logits, target, axis, weight, ignore_index, reduction, label_smoothing,
+                   z_loss):
+        total = _cpu.prob_small(logits, target, _ones(logits.shape[1], logits.dtype))
+        return _args.reduce_total(total, reduction, logits.shape[0], logits.dtype)
     plan = _plan(logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss)
     if plan.kind == "index":
         loss2 = _cpu.index_loss(plan.x3, plan.y2, plan.w, plan.wsum, plan.ignore, plan.eps,
@@ -331,6 +355,14 @@ def cross_entropy_with_grad(
         if first >= 0:
             raise _args.label_error(target, first, classes, ignore_index)
         return _args.reduce_total(total, reduction, den, logits.dtype), g2
+    if dloss is None and _small_prob(logits, target, axis, weight, ignore_index, reduction,
+                                     label_smoothing, z_loss) and (
+            grad_out is None or (_args.plain_out(grad_out, logits)
+                                 and not np.may_share_memory(grad_out, target))):
+        g2 = np.empty_like(logits) if grad_out is None else grad_out
+        total = _cpu.prob_grad_small(logits, target, _ones(logits.shape[1], logits.dtype),
+                                     reduction == "mean", g2)
+        return _args.reduce_total(total, reduction, logits.shape[0], logits.dtype), g2
     plan = _plan(logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss)
     scale2 = _scale2(plan, dloss)
     rows = plan.rows
@@ -339,8 +371,11 @@ def cross_entropy_with_grad(
         check_out(grad_out, rows.shape, plan.result, "grad_out")
         if plan.result == plan.compute:
             g3 = rows.view3(grad_out)
-            readers = [a for a in (plan.x3, plan.t3) if a is not None]
-            if g3 is not None and not _args.writes_through(g3, *readers):
+            # the gradient may be written over the logits (each element read before it is
+            # written), never over the target: the kernels read the target's row again
+            # after writing exponentials into the gradient's
+            if g3 is not None and (not _args.writes_through(g3, plan.x3) or (
+                    plan.t3 is not None and np.may_share_memory(g3, plan.t3))):
                 g3 = None
     if plan.kind == "index":
         loss2, g3_out = _cpu.index_loss_grad(plan.x3, plan.y2, plan.w, plan.wsum, plan.ignore,

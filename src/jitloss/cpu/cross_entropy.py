@@ -151,6 +151,36 @@ def index_grad_small(x2, y1, ignore, w, mean, g2):
     return first, denominator, pairwise_sum(loss1)
 
 
+@njit(cache=True)
+def prob_small(x2, t2, w):
+    """The sum of the per-sample losses for a small call with probability targets (t2 of
+    x2's shape and dtype), unit weights and neither smoothing nor z-loss, in one compiled
+    call (the serial kernels and reduce_losses' sum: the general path's bits)."""
+    loss1 = np.empty(x2.shape[0], np.float64)
+    G = group_rows(x2.shape[0], x2.shape[1], x2.itemsize)
+    if G:
+        _prob_groups_serial(x2, t2, w, 0.0, 0.0, loss1, G)
+    else:
+        _prob_rows_serial(x2, t2, w, 0.0, 0.0, loss1)
+    return pairwise_sum(loss1)
+
+
+@njit(cache=True)
+def prob_grad_small(x2, t2, w, mean, g2):
+    """prob_small with the gradient into g2 (x2 itself or apart from x2 and t2), dloss = 1."""
+    loss1 = np.empty(x2.shape[0], np.float64)
+    k = 1.0
+    if mean:  # as _args.upstream_scale, the denominator being the number of samples
+        k = k / x2.shape[0]
+    scale1 = np.full(x2.shape[0], k)
+    G = group_rows(x2.shape[0], x2.shape[1], x2.itemsize)
+    if G:
+        _prob_grad_groups_serial(x2, t2, w, 0.0, 0.0, scale1, loss1, g2, G)
+    else:
+        _prob_grad_rows_serial(x2, t2, w, 0.0, 0.0, scale1, loss1, g2)
+    return pairwise_sum(loss1)
+
+
 def prob_loss(x3, t3, w, eps, z):
     """Per-sample losses (float64, (outer, inner)) for probability targets."""
     loss2 = np.empty((x3.shape[0], x3.shape[2]), np.float64)
