@@ -184,17 +184,29 @@ def check_reduction(reduction) -> str:
     return reduction
 
 
+def _plain_logits(x, target, axis) -> bool:
+    # x an (N, C) C-contiguous float32/float64 ndarray with the classes along the last
+    # axis, target a C-contiguous ndarray
+    return (
+        type(x) is np.ndarray and type(target) is np.ndarray and x.ndim == 2
+        and type(axis) is int and (axis == -1 or axis == 1)
+        and x.dtype in NATIVE and x.flags.c_contiguous and target.flags.c_contiguous
+    )
+
+
 def plain_index_rows(x, target, axis) -> bool:
     """True for the commonest call with class indices: ``x`` an (N, C) C-contiguous
     float32/float64 ndarray with the classes along the last axis, ``target`` a C-contiguous
     int64 ndarray of shape (N,).  Such calls may skip ``Rows`` and the label reshaping."""
-    return (
-        type(x) is np.ndarray and type(target) is np.ndarray and x.ndim == 2
-        and type(axis) is int and (axis == -1 or axis == 1)
-        and x.dtype in NATIVE and x.flags.c_contiguous
-        and target.dtype == _INT64 and target.shape == x.shape[:1]
-        and target.flags.c_contiguous
-    )
+    return (_plain_logits(x, target, axis) and target.dtype == _INT64
+            and target.shape == x.shape[:1])
+
+
+def plain_prob_rows(x, target, axis) -> bool:
+    """plain_index_rows for probability targets: ``target`` a C-contiguous ndarray of x's
+    shape and dtype."""
+    return (_plain_logits(x, target, axis) and target.dtype == x.dtype
+            and target.shape == x.shape)
 
 
 def plain_out(out, a) -> bool:

@@ -138,6 +138,17 @@ def _plan(logits, target, axis, weight, ignore_index, reduction, label_smoothing
                  denominator)
 
 
+def _plain_options(logits, weight, reduction, label_smoothing, z_loss) -> bool:
+    """The options both small-call paths take: no weights, smoothing or z-loss, "mean" or
+    "sum", and a small input."""
+    return (
+        weight is None and (reduction == "mean" or reduction == "sum")
+        and type(label_smoothing) in (float, int) and label_smoothing == 0
+        and type(z_loss) in (float, int) and z_loss == 0
+        and 0 < logits.size < _PARALLEL_MIN
+    )
+
+
 def _small(logits, target, axis, weight, ignore_index, reduction, label_smoothing,
            z_loss) -> bool:
     """True for the commonest small call: (N, C) C-contiguous float32/float64 logits with
@@ -145,32 +156,22 @@ def _small(logits, target, axis, weight, ignore_index, reduction, label_smoothin
     "sum".  It takes one compiled call (label scan, losses and their sum): 14 classes in
     3-5 us instead of 20."""
     return (
-        _args.plain_index_rows(logits, target, axis) and weight is None
+        _args.plain_index_rows(logits, target, axis)
         and type(ignore_index) is int and -(2**63) <= ignore_index < 2**63
-        and (reduction == "mean" or reduction == "sum")
-        and type(label_smoothing) in (float, int) and label_smoothing == 0
-        and type(z_loss) in (float, int) and z_loss == 0
-        and 0 < logits.size < _PARALLEL_MIN
+        and _plain_options(logits, weight, reduction, label_smoothing, z_loss)
     )
 
 
 def _small_prob(logits, target, axis, weight, ignore_index, reduction, label_smoothing,
                 z_loss) -> bool:
     """True for a small call with probability targets: (N, C) C-contiguous float32/float64
-    logits and a target of the same shape, dtype and layout, along the last axis, no
-    weights, smoothing or z-loss, "mean" or "sum", ignore_index negative (the default).  It
-    takes one compiled call: 64 x 30 in about 12 us instead of 30."""
+    logits and a target of the same shape, dtype and layout, along the last axis, the
+    options of _small, ignore_index negative (the default).  It takes one compiled call:
+    64 x 30 in about 12 us instead of 30."""
     return (
-        type(logits) is np.ndarray and type(target) is np.ndarray and logits.ndim == 2
-        and type(axis) is int and (axis == -1 or axis == 1)
-        and logits.dtype in _args.NATIVE and target.dtype == logits.dtype
-        and target.shape == logits.shape
-        and logits.flags.c_contiguous and target.flags.c_contiguous
-        and weight is None and type(ignore_index) is int and ignore_index < 0
-        and (reduction == "mean" or reduction == "sum")
-        and type(label_smoothing) in (float, int) and label_smoothing == 0
-        and type(z_loss) in (float, int) and z_loss == 0
-        and 0 < logits.size < _PARALLEL_MIN
+        _args.plain_prob_rows(logits, target, axis)
+        and type(ignore_index) is int and ignore_index < 0
+        and _plain_options(logits, weight, reduction, label_smoothing, z_loss)
     )
 
 

@@ -826,55 +826,47 @@ STACK_ROW_BYTES = 16 << 10  # rows up to this size are copied to the stack (asid
 LANE_STACK_BYTES = LANE_ROW_BYTES  # a lane block's piece of a class row (stack_lanes)
 
 
-def _stack_array(context, builder, dtype, ret, shape):
-    # STACK_ROW_BYTES in the calling function's frame (an alloca in its entry block, so a
-    # loop that calls this does not grow the stack) as an array of type ret and the given
-    # shape (intp values), C-contiguous; no owner, so no reference counts
+def _stack_buffer(context, builder, dtype, nbytes):
+    # A pointer to nbytes of dtype in the calling function's frame: an alloca in its entry
+    # block, so a loop that asks for it does not grow the stack; no owner, so no counts
     llty = context.get_data_type(dtype)
-    itemsize = context.get_abi_sizeof(llty)
-    buf = cgutils.alloca_once(builder, llty, size=STACK_ROW_BYTES // itemsize)
+    buf = cgutils.alloca_once(builder, llty, size=nbytes // context.get_abi_sizeof(llty))
     buf.align = 64
-    intp = context.get_value_type(types.intp)
-    strides = [intp(itemsize)]
-    for n in reversed(shape[1:]):
-        strides.insert(0, builder.mul(strides[0], n))
-    view = context.make_array(ret)(context, builder)
-    context.populate_array(view, data=buf, shape=shape, strides=strides,
-                           itemsize=intp(itemsize), meminfo=None)
-    return view._getvalue()
+    return buf
 
 
 @intrinsic
 def _stack_row(typingctx, like):
-    # A (1, like.shape[1]) array of like's dtype on the caller's stack (_stack_array).  The
-    # caller checks that the row fits and never lets the array outlive its frame.
+    # A (1, like.shape[1]) C-contiguous array of like's dtype in STACK_ROW_BYTES on the
+    # caller's stack (_stack_buffer).  The caller checks that the row fits and never lets
+    # the array outlive its frame.
     ret = types.Array(like.dtype, 2, "C")
 
     def codegen(context, builder, sig, args):
         src = context.make_array(sig.args[0])(context, builder, value=args[0])
-        one = context.get_constant(types.intp, 1)
+        intp = context.get_value_type(types.intp)
+        itemsize = intp(context.get_abi_sizeof(context.get_data_type(like.dtype)))
         n = builder.extract_value(src.shape, 1)
-        return _stack_array(context, builder, like.dtype, ret, [one, n])
+        view = context.make_array(ret)(context, builder)
+        context.populate_array(
+            view, data=_stack_buffer(context, builder, like.dtype, STACK_ROW_BYTES),
+            shape=[intp(1), n], strides=[builder.mul(n, itemsize), itemsize],
+            itemsize=itemsize, meminfo=None)
+        return view._getvalue()
 
     return ret(like), codegen
 
 
 @intrinsic
 def stack_lanes(typingctx, like):
-    # A pointer to LANE_STACK_BYTES of like's dtype on the caller's stack (an alloca in its
-    # entry block), for a lane block's piece of a class row (at most LANE_ROW_BYTES).  A
-    # pointer, not an array: an array value would bring reference counting (a decref, even
-    # of nothing) into the lane helpers, which must have none (see _per_line).
-    ret = types.CPointer(like.dtype)
-
+    # A pointer to LANE_STACK_BYTES of like's dtype on the caller's stack (_stack_buffer),
+    # for a lane block's piece of a class row (at most LANE_ROW_BYTES).  A pointer, not an
+    # array: an array value would bring reference counting (a decref, even of nothing) into
+    # the lane helpers, which must have none (see _per_line).
     def codegen(context, builder, sig, args):
-        llty = context.get_data_type(like.dtype)
-        count = LANE_STACK_BYTES // context.get_abi_sizeof(llty)
-        buf = cgutils.alloca_once(builder, llty, size=count)
-        buf.align = 64
-        return buf
+        return _stack_buffer(context, builder, like.dtype, LANE_STACK_BYTES)
 
-    return ret(like), codegen
+    return types.CPointer(like.dtype)(like), codegen
 
 
 @njit(inline="always")
