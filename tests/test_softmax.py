@@ -380,8 +380,9 @@ def test_out_argument(name, order):
 @pytest.mark.parametrize("name", FORWARD)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("axis", [-1, 0])
-@pytest.mark.parametrize("shape", [(70, 600), (5, 300), (40, 12), (8, 4500)])  # parallel and
-def test_in_place(name, dtype, axis, shape):  # serial kernels; short rows; heap row copies
+@pytest.mark.parametrize("shape", [(70, 600), (5, 300), (40, 12), (8, 4500), (3300, 10)])
+def test_in_place(name, dtype, axis, shape):  # parallel and serial kernels; short rows (the
+    # row tiles, serial and parallel, along axis -1); heap row copies
     # softmax's rows store and sum their exponentials in one loop, which LLVM runs scalar
     # (another order of the sum) when it reads what it writes: in place it reads a copy of
     # the row, and must give the bits of an allocated result
@@ -391,6 +392,54 @@ def test_in_place(name, dtype, axis, shape):  # serial kernels; short rows; heap
     res = fn(x, axis=axis, out=x)
     assert res is x
     np.testing.assert_array_equal(x, want)
+
+
+@pytest.mark.parametrize("name", FORWARD)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(16, 1), (300, 5), (129, 16), (70, 32), (3300, 10)])
+def test_short_rows_in_tiles_match_reference_and_their_lanes(name, dtype, shape):
+    # rows of at most 128 bytes go TILE_ROWS at a time through the lane kernels (serial and,
+    # at 3300 x 10, parallel; a last tile of fewer rows): the reference's values, and the
+    # bits of the same rows taken as lanes along axis 0
+    fn, reference = FORWARD[name]
+    rows, classes = shape[0], min(shape[1], jitloss.cpu.TILE_ROW_BYTES // np.dtype(dtype).itemsize)
+    x = _rng(5).standard_normal((rows, classes)).astype(dtype)
+    got = fn(x)
+    assert_close(got, reference(x.astype(np.float64), axis=-1), dtype)
+    np.testing.assert_array_equal(got, fn(np.ascontiguousarray(x.T), axis=0).T)
+    np.testing.assert_array_equal(got, fn(x, temperature=1))  # the small-call shortcut
+    assert_close(fn(x, temperature=0.7), reference(x.astype(np.float64) / 0.7, axis=-1),
+                 dtype)
+
+
+@pytest.mark.parametrize("name", FORWARD)
+def test_short_rows_in_tiles_keep_non_finite_rows_to_themselves(name):
+    # a NaN, +inf or all -inf row among the short rows of a tile gives NaN in its own row
+    # only (the lane kernels mark each lane)
+    fn, reference = FORWARD[name]
+    x = _rng(6).standard_normal((40, 12)).astype(np.float32)
+    x[3, 4] = np.nan
+    x[17, :] = -np.inf
+    x[20, 2] = np.inf
+    got = fn(x)
+    bad = [3, 17, 20]
+    assert np.isnan(got[bad]).all()
+    good = np.setdiff1d(np.arange(40), bad)
+    assert_close(got[good], reference(x[good].astype(np.float64), axis=-1), np.float32)
+
+
+def test_short_rows_in_tiles_same_bits_with_one_and_two_threads():
+    x = _rng(7).standard_normal((3300, 10)).astype(np.float32)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = [jitloss.softmax(x), jitloss.log_softmax(x)]
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        two = [jitloss.softmax(x), jitloss.log_softmax(x)]
+    finally:
+        numba.set_num_threads(before)
+    for a, b in zip(one, two):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("name", FORWARD)

