@@ -252,16 +252,17 @@ def test_inputs_are_never_modified():
 
 @pytest.mark.parametrize("kind", ["index", "prob"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_short_rows_go_through_in_groups(kind, dtype, monkeypatch):
-    # Rows of up to GROUP_ROW_BYTES run G at a time (cpu/cross_entropy.py, "row groups"):
-    # every row position of a group and a partial last group, ignored (class indices),
+def test_short_rows_go_through_in_tiles_and_groups(kind, dtype, monkeypatch):
+    # Rows of up to TILE_ROW_BYTES run TILE_ROWS at a time as lanes (cpu/cross_entropy.py,
+    # "row tiles"), longer ones up to GROUP_ROW_BYTES G at a time ("row groups"): every row
+    # position of a group and a partial last tile or group, ignored (class indices),
     # non-finite and confident rows, weights, smoothing and z-loss, against the float64
     # reference; the serial and parallel twins and the in-place gradient bitwise the same
     import jitloss.cpu
 
     rng = _rng(21)
     itemsize = np.dtype(dtype).itemsize
-    for C in (1, 7, jitloss.cpu.GROUP_ROW_BYTES // itemsize):
+    for C in (1, 7, 18, jitloss.cpu.GROUP_ROW_BYTES // itemsize):
         G = jitloss.cpu.group_rows(1000, C, itemsize)
         N = 3 * G + 5
         x = (rng.standard_normal((N, C)) * 4).astype(dtype)
@@ -309,6 +310,35 @@ def test_short_rows_go_through_in_groups(kind, dtype, monkeypatch):
         kw_g = dict(kw, reduction="sum")
         np.testing.assert_allclose(grad[ok], ref.cross_entropy_grad(x64, t64, **kw_g),
                                    rtol=rtol * 10, atol=1e-7 if dtype == np.float32 else 1e-14)
+
+
+@pytest.mark.parametrize("kind", ["index", "prob"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_short_rows_in_tiles_have_the_bits_of_their_lanes(kind, dtype):
+    # the rows of a tile are the lanes of the lane kernels: the same bits as the samples
+    # taken along axis 1 of the (1, C, N) array, in tiles of TILE_ROWS and a partial one
+    import jitloss.cpu
+
+    rng = _rng(22)
+    C = jitloss.cpu.TILE_ROW_BYTES // np.dtype(dtype).itemsize - 3
+    N = 2 * jitloss.cpu.TILE_ROWS + 9
+    x = rng.standard_normal((N, C)).astype(dtype)
+    y = rng.integers(0, C, N)
+    y[::13] = -100
+    if kind == "index":
+        t, t_lanes = y, y[None]
+    else:
+        t = rng.dirichlet(np.ones(C), N).astype(dtype)
+        t_lanes = np.ascontiguousarray(t.T)[None]
+    x_lanes = np.ascontiguousarray(x.T)[None]
+    kw = dict(weight=np.linspace(0.5, 2, C), label_smoothing=0.05, z_loss=1e-4,
+              reduction="none")
+    loss, grad = jitloss.cross_entropy_with_grad(x, t, **kw)
+    loss_l, grad_l = jitloss.cross_entropy_with_grad(x_lanes, t_lanes, axis=1, **kw)
+    np.testing.assert_array_equal(loss, loss_l[0])
+    np.testing.assert_array_equal(grad, grad_l[0].T)
+    np.testing.assert_array_equal(jitloss.cross_entropy(x, t, **kw),
+                                  jitloss.cross_entropy(x_lanes, t_lanes, axis=1, **kw)[0])
 
 
 def test_bitwise_identical_across_thread_counts():

@@ -76,11 +76,15 @@ def lane_width(classes: int, itemsize: int) -> int:
     return int(max(64, w - w % max(1, 64 // itemsize)))
 
 
-def run_rows(row_kernels, group_kernels, x2, *args):
-    """``run`` for rows: the twins ``group_kernels`` (G from group_rows appended to the
-    arguments) for a batch of short rows of the (rows, classes) array x2, otherwise the
-    twins ``row_kernels``; x2 is the kernels' first argument."""
-    G = group_rows(x2.shape[0], x2.shape[1], x2.itemsize)
+def run_rows(row_kernels, group_kernels, x2, *args, tile_kernels=None):
+    """``run`` for rows: the twins ``tile_kernels`` for the rows that tile_rows admits, else
+    ``group_kernels`` (G from group_rows appended to the arguments) for a batch of short
+    rows of the (rows, classes) array x2, otherwise the twins ``row_kernels``; x2 is the
+    kernels' first argument.  A family without tiles or groups passes None."""
+    rows, classes = x2.shape
+    if tile_kernels is not None and tile_rows(rows, classes, x2.itemsize):
+        return run(*tile_kernels, x2.size, x2, *args)
+    G = group_rows(rows, classes, x2.itemsize) if group_kernels is not None else 0
     if G:
         return run(*group_kernels, x2.size, x2, *args, G)
     return run(*row_kernels, x2.size, x2, *args)

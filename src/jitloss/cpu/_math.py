@@ -96,7 +96,8 @@ __all__ = [
     "rows_copy",
     "rows_to_lanes",
     "lanes_to_rows",
-    "tile_scratch",
+    "tile",
+    "lanes_of",
     "transpose_block",
     "group_scratch",
     "group_span",
@@ -1029,10 +1030,17 @@ def lanes_to_rows(U, out2, r0, g):
 
 
 @njit
-def tile_scratch(rows, like):
-    """Two (1, classes, R) tiles for short rows taken as lanes, R = min(TILE_ROWS, rows)."""
-    shape = (1, like.shape[1], min(TILE_ROWS, rows))
-    return np.empty(shape, like.dtype), np.empty(shape, like.dtype)
+def tile(rows, like):
+    """A (1, classes, R) tile of like's dtype for short rows taken as lanes (rows_to_lanes),
+    R = min(TILE_ROWS, rows)."""
+    return np.empty((1, like.shape[1], min(TILE_ROWS, rows)), like.dtype)
+
+
+@njit
+def lanes_of(a1, r0, g):
+    """a1[r0:r0 + g] as the (1, g) array that a lane block indexes [0, k] (the per-sample
+    arrays of the rows in a tile: targets, scales, losses)."""
+    return a1[r0:r0 + g].reshape((1, g))
 
 
 @njit

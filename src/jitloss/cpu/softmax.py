@@ -56,7 +56,7 @@ from ._math import (
     row_sumexp,
     same_memory,
     stack_lanes,
-    tile_scratch,
+    tile,
     row_rest,
     wide_vectors,
 )
@@ -94,10 +94,8 @@ def softmax(x3, s, out3=None):
     out3 = _empty(x3.shape, x3.dtype, out3)
     x2 = _rows(x3)
     if x2 is not None:
-        if tile_rows(x2.shape[0], x2.shape[1], x2.itemsize):
-            run(_softmax_tiles_serial, _softmax_tiles, x3.size, x2, _rows(out3), s)
-        else:
-            run(_softmax_rows_serial, _softmax_rows, x3.size, x2, _rows(out3), s)
+        run_rows((_softmax_rows_serial, _softmax_rows), None, x2, _rows(out3), s,
+                 tile_kernels=(_softmax_tiles_serial, _softmax_tiles))
     else:
         run(_softmax_lanes_serial, _softmax_lanes, x3.size, x3, out3, s, _width(x3))
     return out3
@@ -107,11 +105,10 @@ def log_softmax(x3, s, out3=None):
     """(x - max) * s - log(sum(exp((x - max) * s))) over axis 1 of x3; returns out3."""
     out3 = _empty(x3.shape, x3.dtype, out3)
     x2 = _rows(x3)
-    if x2 is not None and tile_rows(x2.shape[0], x2.shape[1], x2.itemsize):
-        run(_log_softmax_tiles_serial, _log_softmax_tiles, x3.size, x2, _rows(out3), s)
-    elif x2 is not None:
+    if x2 is not None:
         run_rows((_log_softmax_rows_serial, _log_softmax_rows),
-                 (_log_softmax_groups_serial, _log_softmax_groups), x2, _rows(out3), s)
+                 (_log_softmax_groups_serial, _log_softmax_groups), x2, _rows(out3), s,
+                 tile_kernels=(_log_softmax_tiles_serial, _log_softmax_tiles))
     else:
         run(_log_softmax_lanes_serial, _log_softmax_lanes, x3.size, x3, out3, s, _width(x3))
     return out3
@@ -596,7 +593,7 @@ def _softmax_tiles(x2, out2, s):
     N = x2.shape[0]
     for t in prange((N + TILE_ROWS - 1) // TILE_ROWS):
         wide_vectors()
-        T, U = tile_scratch(N, x2)
+        T, U = tile(N, x2), tile(N, x2)
         _softmax_tile(x2, out2, s, t * TILE_ROWS, T, U)
 
 
@@ -606,7 +603,7 @@ def _softmax_tiles_serial(x2, out2, s):
     wide_vectors()
     x2, out2, s = borrowed(x2), borrowed(out2), borrowed(s)
     N = x2.shape[0]
-    T, U = tile_scratch(N, x2)
+    T, U = tile(N, x2), tile(N, x2)
     for t in range((N + TILE_ROWS - 1) // TILE_ROWS):
         _softmax_tile(x2, out2, s, t * TILE_ROWS, T, U)
 
@@ -627,7 +624,7 @@ def _log_softmax_tiles(x2, out2, s):
     N = x2.shape[0]
     for t in prange((N + TILE_ROWS - 1) // TILE_ROWS):
         wide_vectors()
-        T, U = tile_scratch(N, x2)
+        T, U = tile(N, x2), tile(N, x2)
         _log_softmax_tile(x2, out2, s, t * TILE_ROWS, T, U)
 
 
@@ -637,7 +634,7 @@ def _log_softmax_tiles_serial(x2, out2, s):
     wide_vectors()
     x2, out2, s = borrowed(x2), borrowed(out2), borrowed(s)
     N = x2.shape[0]
-    T, U = tile_scratch(N, x2)
+    T, U = tile(N, x2), tile(N, x2)
     for t in range((N + TILE_ROWS - 1) // TILE_ROWS):
         _log_softmax_tile(x2, out2, s, t * TILE_ROWS, T, U)
 
