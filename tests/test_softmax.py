@@ -412,6 +412,26 @@ def test_short_rows_in_tiles_match_reference_and_their_lanes(name, dtype, shape)
                  dtype)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(16, 1), (300, 5), (70, 16), (3300, 10)])
+def test_logsumexp_of_short_rows_in_tiles(dtype, shape):
+    # logsumexp's short rows go through the lane kernel in tiles as well: the reference's
+    # values, the bits of the rows taken along axis 0, into out= as into a new array
+    x = _rng(8).standard_normal(shape).astype(dtype)
+    x[5] = -np.inf
+    x[7, 0] = np.inf
+    x[9, 0] = np.nan
+    got = jitloss.logsumexp(x)
+    want = ref.logsumexp(x.astype(np.float64), axis=-1)
+    assert np.isnan(got[9]) and got[7] == np.inf and got[5] == -np.inf
+    ok = np.isfinite(want)
+    np.testing.assert_allclose(got[ok], want[ok], rtol=RTOL[np.dtype(dtype).type])
+    np.testing.assert_array_equal(got, jitloss.logsumexp(np.ascontiguousarray(x.T), axis=0))
+    out = np.empty((shape[0], 1), dtype)
+    assert jitloss.logsumexp(x, keepdims=True, out=out) is out
+    np.testing.assert_array_equal(out[:, 0], got)
+
+
 @pytest.mark.parametrize("name", FORWARD)
 def test_short_rows_in_tiles_keep_non_finite_rows_to_themselves(name):
     # a NaN, +inf or all -inf row among the short rows of a tile gives NaN in its own row

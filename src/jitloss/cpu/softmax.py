@@ -29,6 +29,7 @@ from ._math import (
     group_span,
     has_nan,
     lane_block,
+    lanes_of,
     lanes_to_rows,
     lanes_dot,
     lanes_exp_store,
@@ -175,7 +176,9 @@ def logsumexp_small(x):
     x2 = _as_rows(x)
     out1 = np.empty(x2.shape[0], x2.dtype)
     G = group_rows(x2.shape[0], x2.shape[1], x2.itemsize)
-    if G:
+    if tile_rows(x2.shape[0], x2.shape[1], x2.itemsize):
+        _logsumexp_tiles_serial(x2, out1)
+    elif G:
         _logsumexp_groups_serial(x2, out1, G)
     else:
         _logsumexp_rows_serial(x2, out1)
@@ -186,8 +189,13 @@ def logsumexp(x3, out2=None):
     """log(sum(exp(x))) over axis 1 of x3, into the (outer, inner) array out2."""
     out2 = _empty((x3.shape[0], x3.shape[2]), x3.dtype, out2)
     if x3.shape[2] == 1:
+        # out2 is C-contiguous (allocated, or the public layer's view of out=): a 1-D view
+        # that the row tiles can slice (lanes_of); otherwise no tiles
+        whole = out2.flags.c_contiguous
         run_rows((_logsumexp_rows_serial, _logsumexp_rows),
-                 (_logsumexp_groups_serial, _logsumexp_groups), _rows(x3), out2[:, 0])
+                 (_logsumexp_groups_serial, _logsumexp_groups), _rows(x3),
+                 out2.reshape(-1) if whole else out2[:, 0],
+                 tile_kernels=(_logsumexp_tiles_serial, _logsumexp_tiles) if whole else None)
     else:
         run(_logsumexp_lanes_serial, _logsumexp_lanes, x3.size, x3, out2, _width(x3))
     return out2
@@ -572,9 +580,12 @@ def _logsumexp_groups_serial(x2, out1, G):
 # TILE_ROWS) tile (rows_to_lanes, in transpose_block's 16 x 16 blocks), go through the
 # lane kernel's block, and are transposed back (lanes_to_rows).  Single-threaded against
 # the row kernels (float32, emeraldrapids): softmax 0.32 of the time at 10 classes, 0.41
-# at 16, 0.58 at 32 (1.4 at 64); log_softmax 0.37, 0.53, 0.73.  A row's results are the
-# lane kernels' arithmetic (the same bits as the row taken along axis 0), whatever the
-# number of rows, threads or the tile it falls in.
+# at 16, 0.58 at 32 (1.4 at 64); log_softmax 0.37, 0.53, 0.73; logsumexp, against the row
+# groups, 0.37, 0.54, 0.58.  The backward functions, whose rows wait on no exponentials,
+# keep their row kernels: in tiles softmax_backward took 0.96-1.65x the time, and
+# log_softmax_backward 0.61x at 10 classes but 1.56x at 32 (2 threads).  A row's results
+# are the lane kernels' arithmetic (the same bits as the row taken along axis 0), whatever
+# the number of rows, threads or the tile it falls in.
 
 
 @njit
@@ -637,6 +648,35 @@ def _log_softmax_tiles_serial(x2, out2, s):
     T, U = tile(N, x2), tile(N, x2)
     for t in range((N + TILE_ROWS - 1) // TILE_ROWS):
         _log_softmax_tile(x2, out2, s, t * TILE_ROWS, T, U)
+
+
+@njit
+def _logsumexp_tile(x2, out1, r0, T):
+    # _softmax_tile for logsumexp: one result per row (lanes_of)
+    wide_vectors()
+    g = rows_to_lanes(x2, r0, T)
+    _logsumexp_lane_block(T, lanes_of(out1, r0, g), 0, uint64(0), uint64(g))
+
+
+@njit(parallel=True, cache=True)
+def _logsumexp_tiles(x2, out1):
+    # _logsumexp_rows for short rows, TILE_ROWS rows at a time as lanes
+    wide_vectors()
+    N = x2.shape[0]
+    for t in prange((N + TILE_ROWS - 1) // TILE_ROWS):
+        wide_vectors()
+        _logsumexp_tile(x2, out1, t * TILE_ROWS, tile(N, x2))
+
+
+@njit(cache=True)
+def _logsumexp_tiles_serial(x2, out1):
+    # serial twin of _logsumexp_tiles, for small inputs
+    wide_vectors()
+    x2, out1 = borrowed(x2), borrowed(out1)
+    N = x2.shape[0]
+    T = tile(N, x2)
+    for t in range((N + TILE_ROWS - 1) // TILE_ROWS):
+        _logsumexp_tile(x2, out1, t * TILE_ROWS, T)
 
 
 # --- lane kernels (classes strided, inner contiguous) ---------------------------------------
