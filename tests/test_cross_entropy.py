@@ -341,6 +341,37 @@ def test_short_rows_in_tiles_have_the_bits_of_their_lanes(kind, dtype):
                                   jitloss.cross_entropy(x_lanes, t_lanes, axis=1, **kw)[0])
 
 
+@pytest.mark.parametrize("kind", ["index", "prob"])
+def test_lane_results_do_not_depend_on_the_lane_width(kind, monkeypatch):
+    # Bug: a float32 block of lanes took the cheaper exp_near only if all its lanes could, so
+    # a sample's bits depended on the samples that shared its block, and so on the block
+    # width, which now follows the thread count.  Samples of spread 70 among narrow ones,
+    # and non-finite ones, at widths 64, 128, 512 and the whole row: the same bits
+    rng = _rng(23)
+    x = (rng.standard_normal((2, 30, 700)) * 3).astype(np.float32)
+    x[:, 0, 100:600:3] = 70.0
+    x[1, :, 5] = -np.inf
+    x[0, 3, 400], x[0, 4, 401] = np.nan, np.inf
+    if kind == "index":
+        t = rng.integers(0, 30, (2, 700))
+        t[:, ::11] = -100
+    else:
+        t = rng.dirichlet(np.ones(30), (2, 700)).transpose(0, 2, 1).astype(np.float32)
+    kw = dict(axis=1, label_smoothing=0.05, z_loss=1e-4, reduction="none")
+    got = []
+    for width in (64, 128, 512, 700):
+        monkeypatch.setattr(jitloss.cpu.cross_entropy, "lane_width_for", lambda a3, w=width: w)
+        got.append([*jitloss.cross_entropy_with_grad(x, t, **kw),
+                    jitloss.cross_entropy(x, t, **kw)])
+    for other in got[1:]:
+        for a, b in zip(got[0], other):
+            np.testing.assert_array_equal(a, b)
+    fine = np.isfinite(x).all(axis=1)
+    want = ref.cross_entropy_per_sample(x, t, axis=1, label_smoothing=0.05, z_loss=1e-4)[0]
+    np.testing.assert_allclose(got[0][0][fine], want[fine], rtol=2e-5)
+    assert np.isnan(got[0][0][~fine & (t != -100 if kind == "index" else True)]).all()
+
+
 def test_bitwise_identical_across_thread_counts():
     import numba
 

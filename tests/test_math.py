@@ -189,12 +189,17 @@ def _fresh_llvm(fn, *args):
         ("row_dot", lambda x: (x, x, 0)),
         ("lanes_exp", lambda x: (x.reshape(2, 10, 100), 0, np.uint64(0),
                                  np.zeros(100, x.dtype), (1.0, 0.0), np.empty((1, 10, 100),
-                                                                             x.dtype), True,
-                                 False)),
+                                                                             x.dtype),
+                                 (_math.NEAR_ALL, np.ones(100, x.dtype)), False)),
         # in place: the copy on the stack must not cost the loop its vectors
         ("_lane_exp_aside", lambda x: (x.reshape(2, 10, 100), 0, 1, np.uint64(0),
                                        np.zeros(100, x.dtype), (1.0, 0.0),
                                        x.reshape(2, 10, 100), True)),
+        # a block of lanes that mix exp_near and exp_sub: both, one selected
+        ("_lane_exp_mixed", lambda x: (x.reshape(2, 10, 100), 0, 1, np.uint64(0),
+                                       np.zeros(100, x.dtype), (1.0, 0.0),
+                                       np.empty((2, 10, 100), x.dtype), np.ones(100, x.dtype),
+                                       np.zeros(100, x.dtype))),
     ],
 )
 def test_hot_loops_vectorise(name, make_args):
@@ -285,8 +290,10 @@ def _lane_row_cases():
         (_math._lane_exp, (x3, 0, 1, u0, v, s, np.empty_like(x3), True)),
         (_math._lane_exp_aside, (x3, 0, 1, u0, v, s, np.empty_like(x3), False)),
         (_math._lane_exp_sum, (x3, 0, 1, u0, v, s, np.empty_like(x3), False, v.copy())),
+        (_math._lane_exp_mixed, (x3, 0, 1, u0, v, s, np.empty_like(x3), v, v.copy())),
         (_math._lane_exp_sum_aside, (x3, 0, 1, u0, v, s, np.empty_like(x3), True, v.copy())),
         (_math._lane_terms, (x3, 0, 1, u0, v, s, True, v.copy(), v.copy())),
+        (_math._lane_terms_mixed, (x3, 0, 1, u0, v, s, v, v.copy(), v.copy())),
         (_math._lane_dot_row, (x3, x3, 0, 1, u0, v.copy())),
         (_math._lane_sum_row, (x3, 0, 1, u0, v.copy())),
         (sm._scale_lane_row, (np.ones_like(x3), 0, 1, u0, v)),

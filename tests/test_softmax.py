@@ -735,10 +735,11 @@ def test_hypothesis_matches_scipy(x, axis):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_axis0_spanning_several_lane_blocks_and_a_partial_one(dtype):
-    # inner = 1100 lanes: two whole blocks of 512 float32 lanes (four of 256 float64) and a
-    # partial one; one column with a wide spread takes its block off the cheap exp path
-    lanes = jitloss.cpu.lane_width(30, np.dtype(dtype).itemsize)
-    assert 1100 > 2 * lanes and 1100 % lanes
+    # inner = 1100 lanes: two whole blocks or more and a partial one, whatever the thread
+    # count; one column with a wide spread takes its lanes off the cheap exp path
+    for threads in (1, 2, numba.get_num_threads()):
+        lanes = jitloss.cpu.lane_width(1, 1100, np.dtype(dtype).itemsize, threads)
+        assert 1100 > 2 * lanes and 1100 % lanes
     rng = _rng(21)
     x = rng.standard_normal((30, 1100)).astype(dtype)
     x[0, 700] = 60.0
@@ -751,6 +752,36 @@ def test_axis0_spanning_several_lane_blocks_and_a_partial_one(dtype):
     rtol = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(jitloss.softmax_backward(y, dy, axis=0),
                                ref.softmax_backward(y, dy, axis=0), rtol=rtol, atol=rtol * 1e-2)
+
+@pytest.mark.parametrize("dtype, temperature",
+                         [(np.float32, 1.0), (np.float32, 0.7), (np.float64, 1.0)])
+def test_lane_results_do_not_depend_on_the_lane_width(monkeypatch, dtype, temperature):
+    # Bug: a float32 block of lanes took the cheaper exp_near only if all its lanes could, so
+    # a column's bits depended on the columns that shared its block, and so on the block
+    # width, which now follows the thread count.  Columns of spread 70 among narrow ones,
+    # and non-finite ones, at widths 64, 128, 512 and the whole row: the same bits
+    rng = _rng(31)
+    x = (rng.standard_normal((40, 1100)) * 3).astype(dtype)
+    x[0, 100:700:3] = 70.0
+    x[:, 5] = -np.inf
+    x[3, 900], x[4, 901] = np.nan, np.inf
+    got = []
+    for width in (64, 128, 512, 1100):
+        monkeypatch.setattr(jitloss.cpu.softmax, "lane_width_for", lambda a3, w=width: w)
+        got.append([jitloss.softmax(x, axis=0, temperature=temperature),
+                    jitloss.log_softmax(x, axis=0, temperature=temperature),
+                    jitloss.logsumexp(x, axis=0)])
+    for other in got[1:]:
+        for a, b in zip(got[0], other):
+            np.testing.assert_array_equal(a, b)
+    fine = np.isfinite(x).all(axis=0)
+    tiny = np.finfo(dtype).tiny  # the spread-70 columns' subnormal probabilities
+    assert_close(got[0][0][:, fine], ref.softmax(x[:, fine], axis=0, temperature=temperature),
+                 dtype, atol=tiny)
+    assert_close(got[0][1][:, fine],
+                 ref.log_softmax(x[:, fine], axis=0, temperature=temperature), dtype, atol=1e-6)
+    assert np.isnan(got[0][0][:, ~fine]).all() and np.isnan(got[0][1][:, ~fine]).all()
+
 
 # --- inputs, threads, determinism ---------------------------------------------------------
 

@@ -10,6 +10,7 @@ serial twin spares small inputs the parallel entry cost (about 0.7 us) and threa
 
 from __future__ import annotations
 
+import functools
 import threading
 
 import numba
@@ -18,14 +19,17 @@ from numba.extending import register_jitable
 # Below this many elements a kernel runs its serial loop: starting the thread pool costs
 # more than the work (measured: about 10 us per parallel launch on 2 cores).
 PARALLEL_MIN_ELEMENTS = 1 << 15
-# Lanes processed together in the strided layout: at most 2 MiB of classes x lanes per
-# task, and at most 2 KiB of one class row, in whole cache lines.  Measured along axis 0 of
-# 1000 x 4096 (medians, ratio to np.copyto): float32 softmax 2.1x at 256 lanes (1 KiB),
-# 1.9x at 512 (2 KiB), 1.9-2.1x at 1024; the backward 1.5x, 1.15x, 1.1x; float64 softmax
-# 2.5x at 256 lanes (2 KiB), 2.7-2.9x at 512.  Longer pieces of a row amortise the loop
-# over the rows and let the hardware prefetchers follow.
-LANE_BYTES = 2 << 20
+# Lanes processed together in the strided layout: at most LANE_ROW_BYTES of a class row per
+# task, at least LANE_MIN lanes, as wide as the thread count allows (lane_width).  Wider
+# pieces amortise the call per class row and let the hardware prefetchers follow; the
+# block need not fit in L2 (with a power-of-two inner stride its pieces share a few cache
+# sets and every pass fetches them from L3 anyway).  Measured along axis 0, float32
+# softmax, 2 threads, emeraldrapids, time against the earlier rule (2 MiB of classes x
+# lanes per task, so 64-128 lanes for thousands of classes): 4096 x 1000 0.58 at 512
+# lanes, 8192 x 512 0.43 at 256, 32000 x 256 0.64 at 128; 1000 x 4096 1.5x the time at 128
+# lanes, 1.14x at 256, 0.96x at 1024 than at 512.
 LANE_ROW_BYTES = 2048
+LANE_MIN = 64
 
 # Rows of at most GROUP_ROW_BYTES go through the row-group kernels, GROUP_BYTES of rows at a
 # time (see cpu/softmax.py, "row groups").  Measured on emeraldrapids (float32, 2 threads,
@@ -61,19 +65,38 @@ def group_rows(rows: int, classes: int, itemsize: int) -> int:
     """Rows per group for ``rows`` rows of ``classes`` elements: 0 for rows longer than
     GROUP_ROW_BYTES, and for a single row (they take the row kernels: one row has no
     other to overlap with, and its group's scratch cost 0.2-0.3 us of a 1.5-2.7 us call).
-    Shape and dtype only, never the thread count, like lane_width."""
+    Shape and dtype only, never the thread count."""
     row = max(1, classes * itemsize)
     if row > GROUP_ROW_BYTES or rows < 2:
         return 0
     return min(256, max(8, GROUP_BYTES // row))
 
 
-def lane_width(classes: int, itemsize: int) -> int:
-    """Number of inner lanes a strided kernel processes per task (whole cache lines, at
-    least 64).  It depends on the shape and dtype only, never on the thread count: the
-    blocks, and so the results, are the same however many threads run them."""
-    w = min(LANE_BYTES // max(1, classes * itemsize), LANE_ROW_BYTES // itemsize)
-    return int(max(64, w - w % max(1, 64 // itemsize)))
+@functools.lru_cache(maxsize=256)
+def lane_width(outer: int, inner: int, itemsize: int, threads: int) -> int:
+    """Number of inner lanes a strided kernel processes per task, for ``outer`` x ``inner``
+    lanes on ``threads`` threads: whole cache lines, at least LANE_MIN, at most
+    LANE_ROW_BYTES of a class row, and of those the width that leaves the busiest thread
+    the fewest lanes (the widest among equals).  A lane's results do not depend on the
+    width (see lanes_range), so it may follow the thread count."""
+    line = max(1, 64 // itemsize)
+    top = max(LANE_MIN, LANE_ROW_BYTES // itemsize)
+    if threads <= 1:
+        return top
+    best, width = 0, top
+    for w in range(LANE_MIN, top + 1, line):
+        tasks = outer * -(-inner // w)
+        load = -(-tasks // threads) * min(w, inner)
+        if not best or load <= best:
+            best, width = load, w
+    return width
+
+
+def lane_width_for(a3) -> int:
+    """lane_width for the (outer, classes, inner) array a3 and the threads that would run
+    it (numba's thread count for a parallel-sized input, else 1)."""
+    threads = numba.get_num_threads() if a3.size >= PARALLEL_MIN_ELEMENTS else 1
+    return lane_width(a3.shape[0], a3.shape[2], a3.itemsize, threads)
 
 
 def run_rows(row_kernels, group_kernels, x2, *args, tile_kernels=None):

@@ -590,6 +590,13 @@ def _near_ok_impl(m, low, s):
     return lambda m, low, s: False
 
 
+# The lane blocks' choice of exponential (lanes_range): every lane exp_near, every lane
+# exp_sub, or each lane its own (_lane_exp_mixed, _lane_terms_mixed: twice the
+# exponentials, in the rare block that mixes float32 lanes of spread below NEAR32 with
+# wider ones).
+NEAR_NONE, NEAR_ALL, NEAR_MIXED = 0, 1, 2
+
+
 # --- log1p -----------------------------------------------------------------------------
 # log1p(u) = k ln2 + log(F) + c / a, with a = 1 + u rounded and c = (1 + u) - a exactly
 # (TwoSum), a = 2**k F, F = 1 + f in [sqrt(1/2), sqrt(2)) (f exact); and log(1 + f) =
@@ -1362,7 +1369,13 @@ def _lane_exp_sum_aside(x3, o, j, i0, m, s, out3, near, part):
 @njit(fastmath=_REDUCE)
 def lanes_range(x3, o, i0, m, low, s):
     """row_range for each lane (maxima into m, minima into low), a NaN ignored (it reaches
-    the results through the exponentials and sums); returns near_ok for the whole block."""
+    the results through the exponentials and sums); returns ``near``, the lanes' choice of
+    exponential for the lane primitives: (NEAR_ALL, low) if every lane may take exp_near
+    (near_ok; a lane whose maximum is not finite, whose results are overwritten, goes
+    either way), (NEAR_NONE, low) if none may, else (NEAR_MIXED, low) with low[k] = 1 for
+    the lanes that may and 0 for the others.  Each lane's choice is its own, so a lane's
+    results do not depend on the block it falls in, and lane_width may follow the number
+    of threads."""
     wide_vectors()
     w = uint64(m.shape[0])
     for k in range(w):
@@ -1374,21 +1387,55 @@ def lanes_range(x3, o, i0, m, low, s):
             v = x3[o, j, i0 + k]
             m[k] = max_num(m[k], v)
             low[k] = min_num(low[k], v)
-    near = True
+    zero = as_type_of(0.0, x3)
+    if not near_ok(zero, zero, s):  # float64, or a temperature other than 1
+        return NEAR_NONE, low
+    one = as_type_of(1.0, x3)
+    near = 0  # finite lanes that may take exp_near (near_ok), and finite lanes
+    finite = 0
+    for k in range(w):  # vectorised: finite as m - m == 0
+        mk = m[k]
+        fin = mk - mk == zero
+        ok = mk - low[k] < NEAR32 or not fin
+        low[k] = one if ok else zero
+        near += 1 if ok and fin else 0
+        finite += 1 if fin else 0
+    return NEAR_ALL if near == finite else (NEAR_NONE if near == 0 else NEAR_MIXED), low
+
+
+@njit(fastmath=_REDUCE)
+def _lane_exp_mixed(x3, o, j, i0, m, s, out3, f, part):
+    # _lane_exp_sum for a block of mixed lanes: exp_near where f[k] is 1, exp_sub elsewhere,
+    # both computed and one selected so that the loop stays vectorised.  In place (out3 is
+    # x3) it runs LLVM's scalar fallback: slower, the same bits, and only in such a block.
+    wide_vectors()
+    w = uint64(m.shape[0])
+    prefetch_lanes(x3, o, j + AHEAD, i0, w)
     for k in range(w):
-        near = near and (near_ok(m[k], low[k], s) or not math.isfinite(m[k]))
-    return near
+        v = x3[o, j, i0 + k]
+        a = exp_near(v, m[k])
+        b = exp_sub(v, m[k], s)
+        t = a if f[k] != 0 else b
+        out3[o, j, i0 + k] = t
+        part[k] += t
 
 
 @njit(fastmath=_REDUCE)
 def lanes_exp(x3, o, i0, m, s, out3, near, aside):
-    """out3[o, j, i0 + k] = exp((x3[o, j, i0 + k] - m[k]) * s); aside: out3 is x3."""
+    """out3[o, j, i0 + k] = exp((x3[o, j, i0 + k] - m[k]) * s); near from lanes_range;
+    aside: out3 is x3."""
     wide_vectors()
+    mode, f = near
+    if mode == NEAR_MIXED:
+        part = np.zeros(m.shape[0], x3.dtype)  # sums, unused
+        for j in range(x3.shape[1]):
+            _lane_exp_mixed(x3, o, j, i0, m, s, out3, f, part)
+        return
     for j in range(x3.shape[1]):
         if aside:
-            _lane_exp_aside(x3, o, j, i0, m, s, out3, near)
+            _lane_exp_aside(x3, o, j, i0, m, s, out3, mode == NEAR_ALL)
         else:
-            _lane_exp(x3, o, j, i0, m, s, out3, near)
+            _lane_exp(x3, o, j, i0, m, s, out3, mode == NEAR_ALL)
 
 
 @njit(fastmath=_REDUCE)
@@ -1398,6 +1445,7 @@ def lanes_exp_store(x3, o, i0, m, s, out3, total, near, aside):
     wide_vectors()
     w = uint64(m.shape[0])
     C = x3.shape[1]
+    mode, f = near
     part = np.empty(w, x3.dtype)
     for k in range(w):
         total[k] = 0.0
@@ -1405,10 +1453,12 @@ def lanes_exp_store(x3, o, i0, m, s, out3, total, near, aside):
         for k in range(w):
             part[k] = 0.0
         for j in range(b * LANE_BLOCK, min(b * LANE_BLOCK + LANE_BLOCK, C)):
-            if aside:
-                _lane_exp_sum_aside(x3, o, j, i0, m, s, out3, near, part)
+            if mode == NEAR_MIXED:
+                _lane_exp_mixed(x3, o, j, i0, m, s, out3, f, part)
+            elif aside:
+                _lane_exp_sum_aside(x3, o, j, i0, m, s, out3, mode == NEAR_ALL, part)
             else:
-                _lane_exp_sum(x3, o, j, i0, m, s, out3, near, part)
+                _lane_exp_sum(x3, o, j, i0, m, s, out3, mode == NEAR_ALL, part)
         for k in range(w):
             total[k] += part[k]
 
@@ -1444,11 +1494,32 @@ def _lane_terms(x3, o, j, i0, m, s, near, part, count):
 
 
 @njit(fastmath=_REDUCE)
+def _lane_terms_mixed(x3, o, j, i0, m, s, f, part, count):
+    # _lane_terms for a block of mixed lanes (as _lane_exp_mixed)
+    wide_vectors()
+    w = uint64(m.shape[0])
+    zero = as_type_of(0.0, x3)
+    one = as_type_of(1.0, x3)
+    prefetch_lanes(x3, o, j + AHEAD, i0, w)
+    for k in range(w):
+        v = x3[o, j, i0 + k]
+        mk = m[k]
+        a = exp_near(v, mk)
+        b = exp_sub(v, mk, s)
+        t = a if f[k] != 0 else b
+        below = not (v >= mk)
+        part[k] += t if below else zero
+        count[k] += zero if below else one
+
+
+@njit(fastmath=_REDUCE)
 def lanes_sumexp(x3, o, i0, m, s, rest, ties, near):
-    """row_sumexp for each of the w = len(m) lanes, into the float64 arrays rest and ties."""
+    """row_sumexp for each of the w = len(m) lanes, into the float64 arrays rest and ties;
+    near from lanes_range."""
     wide_vectors()
     w = uint64(m.shape[0])
     C = x3.shape[1]
+    mode, f = near
     zero = as_type_of(0.0, x3)
     part = np.empty(w, x3.dtype)
     count = np.empty(w, x3.dtype)
@@ -1460,7 +1531,10 @@ def lanes_sumexp(x3, o, i0, m, s, rest, ties, near):
             part[k] = zero
             count[k] = zero
         for j in range(b * LANE_BLOCK, min(b * LANE_BLOCK + LANE_BLOCK, C)):
-            _lane_terms(x3, o, j, i0, m, s, near, part, count)
+            if mode == NEAR_MIXED:
+                _lane_terms_mixed(x3, o, j, i0, m, s, f, part, count)
+            else:
+                _lane_terms(x3, o, j, i0, m, s, mode == NEAR_ALL, part, count)
         for k in range(w):
             rest[k] += part[k]
             ties[k] += count[k]

@@ -34,7 +34,7 @@ import numpy as np
 from numba import njit, prange, uint64
 
 from .. import _formulas as formulas
-from . import TILE_ROWS, group_rows, lane_width, run, run_rows, tile_rows
+from . import TILE_ROWS, group_rows, lane_width_for, run, run_rows, tile_rows
 from ._labels import scan
 from ._math import (
     AHEAD,
@@ -86,10 +86,6 @@ def _rows(a3):
     return a3.reshape(a3.shape[0], a3.shape[1])
 
 
-def _width(a3):
-    return lane_width(a3.shape[1], a3.itemsize)
-
-
 def _col(a2):
     """The (outer, 1) per-sample array a2 as a C-contiguous 1-D one (a view of the losses,
     which are allocated contiguous; targets and scales are only read): the row tiles slice
@@ -105,7 +101,7 @@ def index_loss(x3, y2, w, wsum, ignore, eps, z):
                  _rows(x3), _col(y2), w, wsum, ignore, eps, z, _col(loss2),
                  tile_kernels=(_index_tiles_serial, _index_tiles))
     else:
-        args = (x3, y2, w, wsum, ignore, eps, z, loss2, _width(x3))
+        args = (x3, y2, w, wsum, ignore, eps, z, loss2, lane_width_for(x3))
         run(_index_lanes_serial, _index_lanes, x3.size, *args)
     return loss2
 
@@ -120,7 +116,7 @@ def index_loss_grad(x3, y2, w, wsum, ignore, eps, z, scale2, g3=None):
                  _rows(x3), _col(y2), w, wsum, ignore, eps, z, _col(scale2), _col(loss2),
                  _rows(g3), tile_kernels=(_index_grad_tiles_serial, _index_grad_tiles))
     else:
-        args = (x3, y2, w, wsum, ignore, eps, z, scale2, loss2, g3, _width(x3))
+        args = (x3, y2, w, wsum, ignore, eps, z, scale2, loss2, g3, lane_width_for(x3))
         run(_index_grad_lanes_serial, _index_grad_lanes, x3.size, *args)
     return loss2, g3
 
@@ -209,7 +205,7 @@ def prob_loss(x3, t3, w, eps, z):
                  _rows(x3), _rows(t3), w, eps, z, _col(loss2),
                  tile_kernels=(_prob_tiles_serial, _prob_tiles))
     else:
-        args = (x3, t3, w, eps, z, loss2, _width(x3))
+        args = (x3, t3, w, eps, z, loss2, lane_width_for(x3))
         run(_prob_lanes_serial, _prob_lanes, x3.size, *args)
     return loss2
 
@@ -224,7 +220,7 @@ def prob_loss_grad(x3, t3, w, eps, z, scale2, g3=None):
                  _rows(x3), _rows(t3), w, eps, z, _col(scale2), _col(loss2), _rows(g3),
                  tile_kernels=(_prob_grad_tiles_serial, _prob_grad_tiles))
     else:
-        args = (x3, t3, w, eps, z, scale2, loss2, g3, _width(x3))
+        args = (x3, t3, w, eps, z, scale2, loss2, g3, lane_width_for(x3))
         run(_prob_grad_lanes_serial, _prob_grad_lanes, x3.size, *args)
     return loss2, g3
 

@@ -17,7 +17,7 @@ import numpy as np
 from numba import njit, prange, uint64
 
 from .. import _formulas as formulas
-from . import TILE_ROWS, group_rows, lane_width, run, run_rows, tile_rows
+from . import TILE_ROWS, group_rows, lane_width_for, run, run_rows, tile_rows
 from ._math import (
     AHEAD,
     _REDUCE,
@@ -86,10 +86,6 @@ def _rows(a3):
     return a3.reshape(a3.shape[0], a3.shape[1]) if a3.shape[2] == 1 else None
 
 
-def _width(a3):
-    return lane_width(a3.shape[1], a3.itemsize)
-
-
 def softmax(x3, s, out3=None):
     """exp((x - max) * s) / sum(...) over axis 1 of x3; returns out3."""
     out3 = _empty(x3.shape, x3.dtype, out3)
@@ -98,7 +94,7 @@ def softmax(x3, s, out3=None):
         run_rows((_softmax_rows_serial, _softmax_rows), None, x2, _rows(out3), s,
                  tile_kernels=(_softmax_tiles_serial, _softmax_tiles))
     else:
-        run(_softmax_lanes_serial, _softmax_lanes, x3.size, x3, out3, s, _width(x3))
+        run(_softmax_lanes_serial, _softmax_lanes, x3.size, x3, out3, s, lane_width_for(x3))
     return out3
 
 
@@ -111,7 +107,7 @@ def log_softmax(x3, s, out3=None):
                  (_log_softmax_groups_serial, _log_softmax_groups), x2, _rows(out3), s,
                  tile_kernels=(_log_softmax_tiles_serial, _log_softmax_tiles))
     else:
-        run(_log_softmax_lanes_serial, _log_softmax_lanes, x3.size, x3, out3, s, _width(x3))
+        run(_log_softmax_lanes_serial, _log_softmax_lanes, x3.size, x3, out3, s, lane_width_for(x3))
     return out3
 
 
@@ -197,7 +193,7 @@ def logsumexp(x3, out2=None):
                  out2.reshape(-1) if whole else out2[:, 0],
                  tile_kernels=(_logsumexp_tiles_serial, _logsumexp_tiles) if whole else None)
     else:
-        run(_logsumexp_lanes_serial, _logsumexp_lanes, x3.size, x3, out2, _width(x3))
+        run(_logsumexp_lanes_serial, _logsumexp_lanes, x3.size, x3, out2, lane_width_for(x3))
     return out2
 
 
@@ -220,7 +216,7 @@ def softmax_backward(y3, dy3, s, out3=None):
         args = (_rows(y3), _rows(dy3), _rows(out3), s)
         run(_softmax_backward_rows_serial, _softmax_backward_rows, y3.size, *args)
     else:
-        args = (y3, dy3, out3, s, _width(y3))
+        args = (y3, dy3, out3, s, lane_width_for(y3))
         run(_softmax_backward_lanes_serial, _softmax_backward_lanes, y3.size, *args)
     return out3
 
@@ -232,7 +228,7 @@ def log_softmax_backward(logp3, dy3, s, out3=None):
         args = (_rows(logp3), _rows(dy3), _rows(out3), s)
         run(_log_softmax_backward_rows_serial, _log_softmax_backward_rows, logp3.size, *args)
     else:
-        args = (logp3, dy3, out3, s, _width(logp3))
+        args = (logp3, dy3, out3, s, lane_width_for(logp3))
         run(_log_softmax_backward_lanes_serial, _log_softmax_backward_lanes, logp3.size, *args)
     return out3
 
