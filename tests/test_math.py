@@ -295,6 +295,8 @@ def _lane_row_cases():
         (_math._lane_terms, (x3, 0, 1, u0, v, s, True, v.copy(), v.copy())),
         (_math._lane_terms_mixed, (x3, 0, 1, u0, v, s, v, v.copy(), v.copy())),
         (_math._lane_dot_row, (x3, x3, 0, 1, u0, v.copy())),
+        (_math.row_dot_block, (x3[0], x3[0], 1)),
+        (_math.row_sum_block, (x3[0], 1)),
         (_math._lane_sum_row, (x3, 0, 1, u0, v.copy())),
         (sm._scale_lane_row, (np.ones_like(x3), 0, 1, u0, v)),
         (ce._lane_gap_row, (x3, 0, 1, u0, v, f32(1.0), np.zeros(64))),

@@ -90,6 +90,8 @@ __all__ = [
     "min_num",
     "near_ok",
     "row_dot",
+    "row_dot_block",
+    "row_sum_block",
     "aside_row",
     "stack_lanes",
     "borrowed",
@@ -710,6 +712,26 @@ def row_dot(a2, b2, i):
             part += a2[i, b0 + jj] * b2[i, b0 + jj]
         total += part
     return total
+
+
+@njit(fastmath=_REDUCE)
+def row_dot_block(a2, b2, i):
+    """row_dot of a row of at most BLOCK elements (the same bits, in one loop)."""
+    wide_vectors()
+    part = as_type_of(0.0, a2)
+    for j in range(a2.shape[1]):
+        part += a2[i, j] * b2[i, j]
+    return 0.0 + part
+
+
+@njit(fastmath=_REDUCE)
+def row_sum_block(a2, i):
+    """row_sum of a row of at most BLOCK elements (the same bits, in one loop)."""
+    wide_vectors()
+    part = as_type_of(0.0, a2)
+    for j in range(a2.shape[1]):
+        part += a2[i, j]
+    return 0.0 + part
 
 
 @njit(fastmath=_REDUCE)

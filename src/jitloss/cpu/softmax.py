@@ -19,6 +19,9 @@ from numba import njit, prange, uint64
 from .. import _formulas as formulas
 from . import TILE_ROWS, group_rows, lane_width_for, run, run_rows, tile_rows
 from ._math import (
+    BLOCK,
+    row_dot_block,
+    row_sum_block,
     AHEAD,
     _REDUCE,
     as_type_of,
@@ -379,9 +382,14 @@ def _logsumexp_rows_serial(x2, out1):
 @njit
 def _softmax_backward_row(y2, dy2, k, out2, i, s):
     # out2[i] from rows k of y2 and dy2: in place (out2 is y2 or dy2) the kernels pass
-    # copies of both rows (aside_row), as the loop would run scalar reading what it writes
+    # copies of both rows (aside_row), as the loop would run scalar reading what it writes.
+    # A row of one BLOCK takes its sum in one loop (row_dot_block, the same bits): 0.85-0.93
+    # of the time at 10 to 100 float32 classes (2 threads, emeraldrapids), float64 level
     wide_vectors()
-    dot = as_type_of(row_dot(dy2, y2, k), y2)
+    if y2.shape[1] <= BLOCK:
+        dot = as_type_of(row_dot_block(dy2, y2, k), y2)
+    else:
+        dot = as_type_of(row_dot(dy2, y2, k), y2)
     sm = as_type_of(s[0], y2)
     for j in range(y2.shape[1]):
         out2[i, j] = y2[k, j] * (dy2[k, j] - dot) * sm
@@ -418,7 +426,10 @@ def _softmax_backward_rows_serial(y2, dy2, out2, s):
 def _log_softmax_backward_row(logp2, dy2, k, out2, i, s):
     # out2[i] from rows k of logp2 and dy2 (in place: copies, as in _softmax_backward_row)
     wide_vectors()
-    total = as_type_of(row_sum(dy2, k), logp2)
+    if logp2.shape[1] <= BLOCK:
+        total = as_type_of(row_sum_block(dy2, k), logp2)
+    else:
+        total = as_type_of(row_sum(dy2, k), logp2)
     sm = as_type_of(s[0], logp2)
     for j in range(logp2.shape[1]):
         out2[i, j] = (dy2[k, j] - exp(logp2[k, j]) * total) * sm
