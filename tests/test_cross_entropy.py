@@ -262,7 +262,8 @@ def test_short_rows_go_through_in_tiles_and_groups(kind, dtype, monkeypatch):
 
     rng = _rng(21)
     itemsize = np.dtype(dtype).itemsize
-    for C in (1, 7, 18, jitloss.cpu.GROUP_ROW_BYTES // itemsize):
+    for C in (1, 7, 18, jitloss.cpu.TILE_ROW_BYTES // itemsize,
+              jitloss.cpu.GROUP_ROW_BYTES // itemsize):
         G = jitloss.cpu.group_rows(1000, C, itemsize)
         N = 3 * G + 5
         x = (rng.standard_normal((N, C)) * 4).astype(dtype)

@@ -396,13 +396,17 @@ def test_in_place(name, dtype, axis, shape):  # parallel and serial kernels; sho
 
 @pytest.mark.parametrize("name", FORWARD)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", [(16, 1), (300, 5), (129, 16), (70, 32), (3300, 10)])
+@pytest.mark.parametrize("shape", [(16, 1), (300, 5), (129, 16), (70, 32), (3300, 10),
+                                   (300, 63)])
 def test_short_rows_in_tiles_match_reference_and_their_lanes(name, dtype, shape):
-    # rows of at most 128 bytes go TILE_ROWS at a time through the lane kernels (serial and,
-    # at 3300 x 10, parallel; a last tile of fewer rows): the reference's values, and the
-    # bits of the same rows taken as lanes along axis 0
+    # rows of at most TILE_ROW_BYTES go TILE_ROWS at a time through the lane kernels (serial
+    # and, at 3300 x 10, parallel; a last tile of fewer rows; rows of 252 bytes): the
+    # reference's values, and the bits of the same rows taken as lanes along axis 0
     fn, reference = FORWARD[name]
-    rows, classes = shape[0], min(shape[1], jitloss.cpu.TILE_ROW_BYTES // np.dtype(dtype).itemsize)
+    cpu, itemsize = jitloss.cpu, np.dtype(dtype).itemsize
+    longest = cpu.TILE_ROW_BYTES if shape[0] >= cpu.TILE_ROWS else cpu.TILE_SHORT_BYTES
+    rows, classes = shape[0], min(shape[1], longest // itemsize)
+    assert cpu.tile_rows(rows, classes, itemsize)
     x = _rng(5).standard_normal((rows, classes)).astype(dtype)
     got = fn(x)
     assert_close(got, reference(x.astype(np.float64), axis=-1), dtype)
@@ -446,6 +450,17 @@ def test_short_rows_in_tiles_keep_non_finite_rows_to_themselves(name):
     assert np.isnan(got[bad]).all()
     good = np.setdiff1d(np.arange(40), bad)
     assert_close(got[good], reference(x[good].astype(np.float64), axis=-1), np.float32)
+
+
+def test_which_rows_take_tiles():
+    # rows shorter than 256 bytes take tiles (their loops would run scalar in the row
+    # kernels), from 16 rows up to 128 bytes a row and from a whole tile beyond
+    from jitloss.cpu import TILE_ROWS, tile_rows
+
+    assert tile_rows(16, 32, 4) and tile_rows(16, 16, 8) and not tile_rows(15, 32, 4)
+    assert tile_rows(TILE_ROWS, 63, 4) and tile_rows(TILE_ROWS, 31, 8)
+    assert not tile_rows(TILE_ROWS - 1, 33, 4) and not tile_rows(TILE_ROWS - 1, 17, 8)
+    assert not tile_rows(10**6, 64, 4) and not tile_rows(10**6, 32, 8)
 
 
 def test_short_rows_in_tiles_same_bits_with_one_and_two_threads():

@@ -39,22 +39,36 @@ LANE_MIN = 64
 GROUP_ROW_BYTES = 512
 GROUP_BYTES = 16 << 10
 
-# Rows of at most TILE_ROW_BYTES (softmax, log_softmax) are taken TILE_ROWS at a time as
-# the lanes of a (classes, TILE_ROWS) tile and go through the lane kernels (see
-# cpu/softmax.py, "row tiles").
-TILE_ROW_BYTES = 128
+# Rows of at most TILE_ROW_BYTES (softmax, log_softmax, logsumexp, cross-entropy) are taken
+# TILE_ROWS at a time as the lanes of a (classes, TILE_ROWS) tile and go through the lane
+# kernels (see cpu/softmax.py, "row tiles"): rows shorter than 256 bytes (63 float32, 31
+# float64 classes).  The row kernels' loops take 64 float32 (32 float64) elements per
+# vector iteration and the rest one by one, so such a row runs scalar; a row of 64 runs
+# well, and there tiles measured 0.93-1.18x its time (float32, 2 threads, emeraldrapids).
+# From 33 to 63 float32 classes tiles took 0.54-0.97 of the time of the row kernels and
+# row groups (softmax 0.73-0.97, log_softmax 0.54-0.83, cross_entropy_with_grad
+# 0.78-1.02), from 17 to 31 float64 0.55-0.85 (with the gradient at 24: 1.14).
+TILE_ROW_BYTES = 252
 TILE_ROWS = 128
 # Fewer rows take the row kernels: the tiles' scratch costs more than the rows' chains
 # (measured, float32 softmax of 14 classes: 1.44x the time at 4 rows, 1.23 at 8, 0.94 at
-# 16, 0.81 at 32).
+# 16, 0.81 at 32).  Rows longer than TILE_SHORT_BYTES tile only by whole tiles: a narrow
+# tile's lane block calls a helper per class and pass for a vector or two of lanes
+# (against the row kernels, float32, 2 threads: 40 classes 1.10-1.45x the time at 16 and
+# 32 rows, 0.97-1.19 at 64, 0.73-1.05 at 128; 63 classes 0.99-1.24 at 32 rows, 0.84-1.01
+# at 64, 0.67-0.80 at 128).
 TILE_MIN_ROWS = 16
+TILE_SHORT_BYTES = 128
 
 
 @register_jitable
 def tile_rows(rows: int, classes: int, itemsize: int) -> bool:
-    """True if (rows, classes) rows take the row tiles: rows of at most TILE_ROW_BYTES, and
-    at least TILE_MIN_ROWS of them.  Shape and dtype only, like group_rows."""
-    return rows >= TILE_MIN_ROWS and classes * itemsize <= TILE_ROW_BYTES
+    """True if (rows, classes) rows take the row tiles: rows of at most TILE_ROW_BYTES, at
+    least TILE_MIN_ROWS of them, and a whole tile (TILE_ROWS) of them if they are longer
+    than TILE_SHORT_BYTES.  Shape and dtype only, like group_rows."""
+    row = classes * itemsize
+    least = TILE_MIN_ROWS if row <= TILE_SHORT_BYTES else TILE_ROWS
+    return rows >= least and row <= TILE_ROW_BYTES
 
 
 _parallel_lock = threading.Lock()

@@ -588,8 +588,10 @@ def _logsumexp_groups_serial(x2, out1, G):
 # lane kernel's block, and are transposed back (lanes_to_rows).  Single-threaded against
 # the row kernels (float32, emeraldrapids): softmax 0.32 of the time at 10 classes, 0.41
 # at 16, 0.58 at 32 (1.4 at 64); log_softmax 0.37, 0.53, 0.73; logsumexp, against the row
-# groups, 0.37, 0.54, 0.58.  The backward functions, whose rows wait on no exponentials,
-# keep their row kernels: in tiles softmax_backward took 0.96-1.65x the time, and
+# groups, 0.37, 0.54, 0.58.  Up to 63 float32 classes (31 float64) the row kernels' loops
+# run scalar, and tiles took 0.54-0.97 of their time (see TILE_ROW_BYTES); at 64 classes a
+# row is one vector iteration, and stays.  The backward functions, whose rows wait on no
+# exponentials, keep their row kernels: in tiles softmax_backward took 0.96-1.65x the time, and
 # log_softmax_backward 0.61x at 10 classes but 1.56x at 32 (2 threads).  A row's results
 # are the lane kernels' arithmetic (the same bits as the row taken along axis 0), whatever
 # the number of rows, threads or the tile it falls in.
