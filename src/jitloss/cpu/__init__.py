@@ -47,7 +47,8 @@ GROUP_BYTES = 16 << 10
 # well, and there tiles measured 0.93-1.18x its time (float32, 2 threads, emeraldrapids).
 # From 33 to 63 float32 classes tiles took 0.54-0.97 of the time of the row kernels and
 # row groups (softmax 0.73-0.97, log_softmax 0.54-0.83, cross_entropy_with_grad
-# 0.78-1.02), from 17 to 31 float64 0.55-0.85 (with the gradient at 24: 1.14).
+# 0.78-1.07), from 17 to 31 float64 0.55-0.85 (cross_entropy_with_grad 0.81-0.88 at 18-20
+# classes, 1.10-1.24 at 24-28: level on the whole, kept under the one rule).
 TILE_ROW_BYTES = 252
 TILE_ROWS = 128
 # Fewer rows take the row kernels: the tiles' scratch costs more than the rows' chains
