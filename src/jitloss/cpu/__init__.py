@@ -110,8 +110,13 @@ def lane_width(outer: int, inner: int, itemsize: int, threads: int) -> int:
 def lane_width_for(a3) -> int:
     """lane_width for the (outer, classes, inner) array a3 and the threads that would run
     it (numba's thread count for a parallel-sized input, else 1)."""
-    threads = numba.get_num_threads() if a3.size >= PARALLEL_MIN_ELEMENTS else 1
-    return lane_width(a3.shape[0], a3.shape[2], a3.itemsize, threads)
+    return lane_width(a3.shape[0], a3.shape[2], a3.itemsize, threads_for(a3.size))
+
+
+def threads_for(size: int) -> int:
+    """The numba threads a kernel over ``size`` elements may run on: numba's thread count
+    from PARALLEL_MIN_ELEMENTS elements on, else 1 (``run`` picks the twin by it)."""
+    return numba.get_num_threads() if size >= PARALLEL_MIN_ELEMENTS else 1
 
 
 def run_rows(row_kernels, group_kernels, x2, *args, tile_kernels=None):
@@ -140,7 +145,7 @@ def run(serial_kernel, parallel_kernel, size: int, *args):
     ``prange`` body receives its arrays without a reference count, and so must the row
     functions a ``range`` loop calls (with counts, 40-50 ns more per row).
     """
-    if size >= PARALLEL_MIN_ELEMENTS and numba.get_num_threads() > 1:
+    if threads_for(size) > 1:
         if _parallel_lock.acquire(blocking=False):
             try:
                 return parallel_kernel(*args)

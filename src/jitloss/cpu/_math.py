@@ -585,10 +585,17 @@ def near_ok(m, low, s):  # pragma: no cover - the overload runs in jitted code
     return False
 
 
+@njit
+def near_spread(m, low):
+    """near_ok's bound on a float32 row's spread, alone (lanes_range checks the rest once
+    per block)."""
+    return m - low < NEAR32
+
+
 @overload(near_ok)
 def _near_ok_impl(m, low, s):
     if m == types.float32:
-        return lambda m, low, s: s[0] == 1.0 and s[1] == 0.0 and m - low < NEAR32
+        return lambda m, low, s: s[0] == 1.0 and s[1] == 0.0 and near_spread(m, low)
     return lambda m, low, s: False
 
 
@@ -1418,7 +1425,7 @@ def lanes_range(x3, o, i0, m, low, s):
     for k in range(w):  # vectorised: finite as m - m == 0
         mk = m[k]
         fin = mk - mk == zero
-        ok = mk - low[k] < NEAR32 or not fin
+        ok = near_spread(mk, low[k]) or not fin
         low[k] = one if ok else zero
         near += 1 if ok and fin else 0
         finite += 1 if fin else 0
