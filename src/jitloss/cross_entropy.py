@@ -26,9 +26,17 @@ from ._args import (
 )
 from .cpu import PARALLEL_MIN_ELEMENTS as _PARALLEL_MIN
 from .cpu import _labels
-from .cpu import cross_entropy as _cpu
 
 __all__ = ["cross_entropy", "cross_entropy_with_grad"]
+
+
+@functools.cache
+def _cpu():
+    # imported at the first call: ``import jitloss`` plus a first softmax then skips this
+    # family's kernel definitions (about 30 ms of numba dispatchers for cross_entropy)
+    from .cpu import cross_entropy as backend
+
+    return backend
 
 
 def _cuda():
@@ -267,21 +275,21 @@ def cross_entropy(
         )
     if _small(logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss):
         classes = logits.shape[1]
-        first, den, total = _cpu.index_small(logits, target, ignore_index,
+        first, den, total = _cpu().index_small(logits, target, ignore_index,
                                              _ones(classes, logits.dtype))
         if first >= 0:
             raise _args.label_error(target, first, classes, ignore_index)
         return _args.reduce_total(total, reduction, den, logits.dtype)
     if _small_prob(logits, target, axis, weight, ignore_index, reduction, label_smoothing,
                    z_loss):
-        total = _cpu.prob_small(logits, target, _ones(logits.shape[1], logits.dtype))
+        total = _cpu().prob_small(logits, target, _ones(logits.shape[1], logits.dtype))
         return _args.reduce_total(total, reduction, logits.shape[0], logits.dtype)
     plan = _plan(logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss)
     if plan.kind == "index":
-        loss2 = _cpu.index_loss(plan.x3, plan.y2, plan.w, plan.wsum, plan.ignore, plan.eps,
+        loss2 = _cpu().index_loss(plan.x3, plan.y2, plan.w, plan.wsum, plan.ignore, plan.eps,
                                 plan.z)
     else:
-        loss2 = _cpu.prob_loss(plan.x3, plan.t3, plan.w, plan.eps, plan.z)
+        loss2 = _cpu().prob_loss(plan.x3, plan.t3, plan.w, plan.eps, plan.z)
     return _reduce(plan, loss2)
 
 
@@ -350,7 +358,7 @@ def cross_entropy_with_grad(
             logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss):
         classes = logits.shape[1]
         g2 = np.empty_like(logits) if grad_out is None else grad_out
-        first, den, total = _cpu.index_grad_small(logits, target, ignore_index,
+        first, den, total = _cpu().index_grad_small(logits, target, ignore_index,
                                                   _ones(classes, logits.dtype),
                                                   reduction == "mean", g2)
         if first >= 0:
@@ -361,7 +369,7 @@ def cross_entropy_with_grad(
             grad_out is None or (_args.plain_out(grad_out, logits)
                                  and not np.may_share_memory(grad_out, target))):
         g2 = np.empty_like(logits) if grad_out is None else grad_out
-        total = _cpu.prob_grad_small(logits, target, _ones(logits.shape[1], logits.dtype),
+        total = _cpu().prob_grad_small(logits, target, _ones(logits.shape[1], logits.dtype),
                                      reduction == "mean", g2)
         return _args.reduce_total(total, reduction, logits.shape[0], logits.dtype), g2
     plan = _plan(logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss)
@@ -379,10 +387,10 @@ def cross_entropy_with_grad(
                     plan.t3 is not None and np.may_share_memory(g3, plan.t3))):
                 g3 = None
     if plan.kind == "index":
-        loss2, g3_out = _cpu.index_loss_grad(plan.x3, plan.y2, plan.w, plan.wsum, plan.ignore,
+        loss2, g3_out = _cpu().index_loss_grad(plan.x3, plan.y2, plan.w, plan.wsum, plan.ignore,
                                              plan.eps, plan.z, scale2, g3)
     else:
-        loss2, g3_out = _cpu.prob_loss_grad(plan.x3, plan.t3, plan.w, plan.eps, plan.z, scale2,
+        loss2, g3_out = _cpu().prob_loss_grad(plan.x3, plan.t3, plan.w, plan.eps, plan.z, scale2,
                                             g3)
     loss = _reduce(plan, loss2)
     if grad_out is not None:

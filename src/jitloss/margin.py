@@ -20,7 +20,6 @@ from . import _args
 from ._args import Rows, check_nonnegative, check_out, check_reduction, float_inputs
 from .cpu import PARALLEL_MIN_ELEMENTS as _PARALLEL_MIN
 from .cpu import _labels
-from .cpu import margin as _cpu
 
 __all__ = [
     "max_margin_loss",
@@ -31,7 +30,13 @@ __all__ = [
     "multiclass_hinge_loss_with_grad",
 ]
 
-_NO_IGNORE = _cpu.NO_IGNORE
+@functools.cache
+def _cpu():
+    # imported at the first call: ``import jitloss`` plus a first softmax then skips this
+    # family's kernel definitions (about 30 ms of numba dispatchers for cross_entropy)
+    from .cpu import margin as backend
+
+    return backend
 
 
 def _cuda():
@@ -171,13 +176,13 @@ def max_margin_loss(scores: ArrayLike, *, num_negatives: Optional[int] = None,
     if _on_cuda(scores):
         return _cuda().max_margin_loss_public(scores, num_negatives, margin, reduction)
     if _small_pairs(scores, num_negatives, margin, reduction):
-        total = _cpu.max_margin_small(scores, float(margin))
+        total = _cpu().max_margin_small(scores, float(margin))
         n_pairs = scores.shape[0] * (scores.shape[1] - 1)
         return _args.reduce_total(total, reduction, n_pairs, scores.dtype)
     plan = _pair_plan(scores, num_negatives, margin, reduction)
     B, group = plan.s2.shape
     pairs = np.empty((B, group - 1), plan.compute) if plan.reduction == "none" else None
-    rows = _cpu.max_margin(plan.s2, plan.margin, pairs)
+    rows = _cpu().max_margin(plan.s2, plan.margin, pairs)
     if pairs is not None:
         return pairs.astype(plan.result, copy=False)
     return _args.reduce_losses(rows, plan.reduction, B * (group - 1), plan.result)
@@ -226,7 +231,7 @@ def max_margin_loss_with_grad(scores: ArrayLike, *, num_negatives: Optional[int]
                                                         reduction, dloss, grad_out)
     if _small_pairs(scores, num_negatives, margin, reduction, dloss, grad_out):
         g2 = np.empty_like(scores) if grad_out is None else grad_out
-        total = _cpu.max_margin_grad_small(scores, float(margin), reduction == "mean", g2)
+        total = _cpu().max_margin_grad_small(scores, float(margin), reduction == "mean", g2)
         n_pairs = scores.shape[0] * (scores.shape[1] - 1)
         return _args.reduce_total(total, reduction, n_pairs, scores.dtype), g2
     plan = _pair_plan(scores, num_negatives, margin, reduction)
@@ -238,7 +243,7 @@ def max_margin_loss_with_grad(scores: ArrayLike, *, num_negatives: Optional[int]
         dl2, k = np.ascontiguousarray(k), 1.0
     pairs = np.empty((B, group - 1), plan.compute) if plan.reduction == "none" else None
     g2 = _grad_view(grad_out, plan.s, plan.result, plan.compute, (B, group), plan.s2)
-    rows, g2_out = _cpu.max_margin_grad(plan.s2, plan.margin, k, dl2, pairs, g2)
+    rows, g2_out = _cpu().max_margin_grad(plan.s2, plan.margin, k, dl2, pairs, g2)
     if pairs is not None:
         loss = pairs.astype(plan.result, copy=False)
     else:
@@ -288,7 +293,7 @@ def _index_plan(scores, target, axis, margin, reduction) -> _IndexPlan:
         # the common case ((N, C) C-contiguous rows, int64 labels) skips the general
         # machinery, and _index_results skips its reshapes (14 classes: 23-33 -> 9-17 us)
         n, classes = scores.shape
-        first, _ = _labels.scan(target, classes, _NO_IGNORE, _unit(classes, scores.dtype))
+        first, _ = _labels.scan(target, classes, _labels.NO_IGNORE, _unit(classes, scores.dtype))
         if first >= 0:
             raise _args.label_error(target, first, classes, None)
         rows = Rows(scores.shape, (1,), (0, 1), n, classes, 1)
@@ -313,7 +318,7 @@ def _index_plan(scores, target, axis, margin, reduction) -> _IndexPlan:
             f"{sample_shape}"
         )
     labels = t.astype(np.int64, copy=False)
-    first, _ = _labels.scan(labels.reshape(-1), rows.classes, _NO_IGNORE,
+    first, _ = _labels.scan(labels.reshape(-1), rows.classes, _labels.NO_IGNORE,
                             _unit(rows.classes, compute))
     if first >= 0:
         raise _args.label_error(labels, first, rows.classes, None)
@@ -427,13 +432,13 @@ def multi_margin_loss(scores: ArrayLike, target: ArrayLike, *, axis: int = -1, p
                                                 reduction)
     if (weight is None and type(p) is int and (p == 1 or p == 2)
             and _small_index(scores, target, axis, margin, reduction)):
-        found = _cpu.multi_margin_small(scores, target, _unit(scores.shape[1], scores.dtype),
+        found = _cpu().multi_margin_small(scores, target, _unit(scores.shape[1], scores.dtype),
                                         p, float(margin))
         return _small_index_loss(found, scores, target, reduction)
     p = _check_p(p)
     plan = _index_plan(scores, target, axis, margin, reduction)
     w = _weights(weight, plan.rows.classes, plan.compute)
-    return _index_results(plan, _cpu.multi_margin(plan.x2, plan.y1, w, p, plan.margin))
+    return _index_results(plan, _cpu().multi_margin(plan.x2, plan.y1, w, p, plan.margin))
 
 
 def multi_margin_loss_with_grad(scores: ArrayLike, target: ArrayLike, *, axis: int = -1,
@@ -478,7 +483,7 @@ def multi_margin_loss_with_grad(scores: ArrayLike, target: ArrayLike, *, axis: i
     if (weight is None and type(p) is int and (p == 1 or p == 2)
             and _small_index(scores, target, axis, margin, reduction, dloss, grad_out)):
         g2 = np.empty_like(scores) if grad_out is None else grad_out
-        found = _cpu.multi_margin_grad_small(
+        found = _cpu().multi_margin_grad_small(
             scores, target, _unit(scores.shape[1], scores.dtype), p, float(margin),
             reduction == "mean", g2)
         return _small_index_loss(found, scores, target, reduction), g2
@@ -487,7 +492,7 @@ def multi_margin_loss_with_grad(scores: ArrayLike, target: ArrayLike, *, axis: i
     w = _weights(weight, plan.rows.classes, plan.compute)
     k1 = _sample_scale(plan, dloss)
     direct = _index_grad_out(plan, grad_out)
-    loss1, g2 = _cpu.multi_margin_grad(plan.x2, plan.y1, w, p, plan.margin, k1, direct)
+    loss1, g2 = _cpu().multi_margin_grad(plan.x2, plan.y1, w, p, plan.margin, k1, direct)
     return _index_results(plan, loss1, grad_out, direct, g2)
 
 
@@ -525,11 +530,11 @@ def multiclass_hinge_loss(scores: ArrayLike, target: ArrayLike, *, axis: int = -
     if _on_cuda(scores, target):
         return _cuda().multiclass_hinge_loss_public(scores, target, axis, margin, reduction)
     if _small_index(scores, target, axis, margin, reduction):
-        found = _cpu.hinge_small(scores, target, _unit(scores.shape[1], scores.dtype),
+        found = _cpu().hinge_small(scores, target, _unit(scores.shape[1], scores.dtype),
                                  float(margin))
         return _small_index_loss(found, scores, target, reduction)
     plan = _index_plan(scores, target, axis, margin, reduction)
-    return _index_results(plan, _cpu.hinge(plan.x2, plan.y1, plan.margin))
+    return _index_results(plan, _cpu().hinge(plan.x2, plan.y1, plan.margin))
 
 
 def multiclass_hinge_loss_with_grad(scores: ArrayLike, target: ArrayLike, *, axis: int = -1,
@@ -573,11 +578,11 @@ def multiclass_hinge_loss_with_grad(scores: ArrayLike, target: ArrayLike, *, axi
                                                               reduction, dloss, grad_out)
     if _small_index(scores, target, axis, margin, reduction, dloss, grad_out):
         g2 = np.empty_like(scores) if grad_out is None else grad_out
-        found = _cpu.hinge_grad_small(scores, target, _unit(scores.shape[1], scores.dtype),
+        found = _cpu().hinge_grad_small(scores, target, _unit(scores.shape[1], scores.dtype),
                                       float(margin), reduction == "mean", g2)
         return _small_index_loss(found, scores, target, reduction), g2
     plan = _index_plan(scores, target, axis, margin, reduction)
     k1 = _sample_scale(plan, dloss)
     direct = _index_grad_out(plan, grad_out)
-    loss1, g2 = _cpu.hinge_grad(plan.x2, plan.y1, plan.margin, k1, direct)
+    loss1, g2 = _cpu().hinge_grad(plan.x2, plan.y1, plan.margin, k1, direct)
     return _index_results(plan, loss1, grad_out, direct, g2)

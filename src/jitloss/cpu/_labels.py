@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from numba import njit
 
+# A label value no check lets through: the margin losses ignore none.
+NO_IGNORE = -(2**62)
+
 
 @njit(cache=True)
 def scan(labels, classes, ignore, weight):

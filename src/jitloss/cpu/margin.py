@@ -24,7 +24,7 @@ from numba import njit, prange, uint64
 from numba.extending import register_jitable
 
 from . import run
-from ._labels import scan
+from ._labels import NO_IGNORE, scan
 from ._math import (
     _REDUCE,
     as_type_of,
@@ -101,9 +101,6 @@ def hinge_grad(x2, y1, margin, k1, g2=None):
 # its flat index and computes nothing), "mean" or "sum", dloss = 1: the serial kernel and
 # reduce_losses' pairwise sum in one call, the same bits as the general path (14 classes:
 # about half the time).  ``mean`` scales the gradient by 1 / rows, as upstream_scale does.
-
-NO_IGNORE = -(2**62)  # a label value no check lets through (margin losses ignore none)
-
 
 @njit(cache=True)
 def multi_margin_small(x2, y1, w, p, margin):

@@ -11,6 +11,7 @@ import numpy as np
 from numba import cuda, float64
 
 from .. import _args
+from ..cpu._labels import NO_IGNORE
 from . import (
     MAX_THREADS,
     as_device,
@@ -29,7 +30,6 @@ from ._reduce import MAX, MIN, SUM, group_reduce
 from .cross_entropy import _scalar_dloss, finish, scan_labels
 from .softmax import _warp, row_id
 
-_NO_IGNORE = -(2**62)
 
 # --- kernels --------------------------------------------------------------------------------
 
@@ -328,7 +328,7 @@ def _index_rows(scores, target, axis, margin, reduction):
                          f"the class axis, {sample_shape}")
     labels = contiguous(t if np.dtype(t.dtype) == np.int64 else cast(t, np.int64))
     ones = cuda.to_device(np.ones(rows.classes, compute))
-    stats, bad = scan_labels(labels.reshape(labels.size), rows.classes, _NO_IGNORE, ones)
+    stats, bad = scan_labels(labels.reshape(labels.size), rows.classes, NO_IGNORE, ones)
     if bad is not None:
         pos = np.unravel_index(bad[0], sample_shape) if sample_shape else ()
         raise ValueError(f"target holds label {bad[1]} at position "
