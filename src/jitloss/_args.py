@@ -209,14 +209,16 @@ def plain_prob_rows(x, target, axis) -> bool:
             and target.shape == x.shape)
 
 
-def plain_out(out, a) -> bool:
+def plain_out(out, a, *apart) -> bool:
     """True if a kernel may write straight into ``out`` for the C-contiguous ndarray ``a``:
-    a writeable C-contiguous ndarray of a's shape and dtype, ``a`` itself or apart from it
-    (the small-call paths; anything else goes through ``check_out`` and a view)."""
+    a writeable C-contiguous ndarray of a's shape and dtype, ``a`` itself or apart from it,
+    and apart from every array of ``apart`` the kernel also reads (labels, targets; None
+    skipped) (the small-call paths; anything else goes through ``check_out`` and a view)."""
     return (
         type(out) is np.ndarray and out.flags.writeable and out.flags.c_contiguous
         and type(a) is np.ndarray and out.shape == a.shape and out.dtype == a.dtype
         and (out is a or not np.may_share_memory(out, a))
+        and not any(b is not None and np.may_share_memory(out, b) for b in apart)
     )
 
 
@@ -491,12 +493,17 @@ def check_out(out, shape: tuple, dtype: np.dtype, name: str = "out") -> np.ndarr
     return out
 
 
-def writes_through(out: np.ndarray, *inputs: np.ndarray) -> bool:
-    """True if a kernel may write ``out`` directly while reading ``inputs``.
+def writes_through(out: np.ndarray, *inputs: np.ndarray, apart=()) -> bool:
+    """True if a kernel may write ``out`` directly while reading ``inputs`` and ``apart``.
 
     Safe when ``out`` shares no memory with an input, or is exactly that input (the
-    kernels read an element before they write the same element, and nothing else).
+    kernels read an element before they write the same element, and nothing else), and
+    shares none with any array of ``apart`` (None skipped): those the kernels read in
+    another pattern (labels, weights, targets, upstream gradients), which a write over
+    them would corrupt, a label even into an index out of bounds.
     """
+    if any(b is not None and np.may_share_memory(out, b) for b in apart):
+        return False
     for a in inputs:
         if np.may_share_memory(out, a):
             same = (

@@ -354,8 +354,9 @@ def cross_entropy_with_grad(
             logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss,
             dloss, grad_out,
         )
-    if dloss is None and (grad_out is None or _args.plain_out(grad_out, logits)) and _small(
-            logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss):
+    if dloss is None and (grad_out is None or _args.plain_out(grad_out, logits, target)) and (
+            _small(logits, target, axis, weight, ignore_index, reduction, label_smoothing,
+                   z_loss)):
         classes = logits.shape[1]
         g2 = np.empty_like(logits) if grad_out is None else grad_out
         first, den, total = _cpu().index_grad_small(logits, target, ignore_index,
@@ -366,8 +367,7 @@ def cross_entropy_with_grad(
         return _args.reduce_total(total, reduction, den, logits.dtype), g2
     if dloss is None and _small_prob(logits, target, axis, weight, ignore_index, reduction,
                                      label_smoothing, z_loss) and (
-            grad_out is None or (_args.plain_out(grad_out, logits)
-                                 and not np.may_share_memory(grad_out, target))):
+            grad_out is None or _args.plain_out(grad_out, logits, target)):
         g2 = np.empty_like(logits) if grad_out is None else grad_out
         total = _cpu().prob_grad_small(logits, target, _ones(logits.shape[1], logits.dtype),
                                      reduction == "mean", g2)
@@ -381,10 +381,10 @@ def cross_entropy_with_grad(
         if plan.result == plan.compute:
             g3 = rows.view3(grad_out)
             # the gradient may be written over the logits (each element read before it is
-            # written), never over the target: the kernels read the target's row again
-            # after writing exponentials into the gradient's
-            if g3 is not None and (not _args.writes_through(g3, plan.x3) or (
-                    plan.t3 is not None and np.may_share_memory(g3, plan.t3))):
+            # written), never over the target (the kernels read the target's row again
+            # after writing exponentials into the gradient's), the weights or dloss
+            if g3 is not None and not _args.writes_through(
+                    g3, plan.x3, apart=(plan.y2, plan.t3, plan.w, scale2)):
                 g3 = None
     if plan.kind == "index":
         loss2, g3_out = _cpu().index_loss_grad(plan.x3, plan.y2, plan.w, plan.wsum, plan.ignore,

@@ -54,19 +54,20 @@ def _on_cuda(*arrays) -> bool:
 # call these checks do not admit, goes the general way, which gives the same bits.
 
 
-def _small_args(size, margin, reduction, dloss=None, grad_out=None, like=None) -> bool:
+def _small_args(size, margin, reduction, dloss=None, grad_out=None, like=None,
+                labels=None) -> bool:
     return (
         0 < size < _PARALLEL_MIN and type(reduction) is str
         and (reduction == "mean" or reduction == "sum")
         and type(margin) in (float, int) and 0 <= margin < float("inf") and dloss is None
-        and (grad_out is None or _args.plain_out(grad_out, like))
+        and (grad_out is None or _args.plain_out(grad_out, like, labels))
     )
 
 
 def _small_index(scores, target, axis, margin, reduction, dloss=None, grad_out=None) -> bool:
     """True for (N, C) C-contiguous rows with int64 labels and the commonest arguments."""
     return _args.plain_index_rows(scores, target, axis) and _small_args(
-        scores.size, margin, reduction, dloss, grad_out, scores)
+        scores.size, margin, reduction, dloss, grad_out, scores, target)
 
 
 def _small_index_loss(found, scores, target, reduction):
@@ -242,7 +243,7 @@ def max_margin_loss_with_grad(scores: ArrayLike, *, num_negatives: Optional[int]
     if not isinstance(k, float):
         dl2, k = np.ascontiguousarray(k), 1.0
     pairs = np.empty((B, group - 1), plan.compute) if plan.reduction == "none" else None
-    g2 = _grad_view(grad_out, plan.s, plan.result, plan.compute, (B, group), plan.s2)
+    g2 = _grad_view(grad_out, plan.s, plan.result, plan.compute, (B, group), plan.s2, dl2)
     rows, g2_out = _cpu().max_margin_grad(plan.s2, plan.margin, k, dl2, pairs, g2)
     if pairs is not None:
         loss = pairs.astype(plan.result, copy=False)
@@ -251,15 +252,16 @@ def max_margin_loss_with_grad(scores: ArrayLike, *, num_negatives: Optional[int]
     return loss, _deliver_grad(grad_out, g2, g2_out.reshape(plan.s.shape), plan)
 
 
-def _grad_view(grad_out, s, result, compute, shape2, *readers):
-    """grad_out as C-contiguous rows the kernel may write directly, or None."""
+def _grad_view(grad_out, s, result, compute, shape2, s2, dl2):
+    """grad_out as C-contiguous rows the kernel may write directly (over the scores s2,
+    apart from the upstream gradient dl2), or None."""
     if grad_out is None:
         return None
     check_out(grad_out, s.shape, result, "grad_out")
     if result != compute or not grad_out.flags.c_contiguous:
         return None
     g2 = grad_out.reshape(shape2)
-    return g2 if _args.writes_through(g2, *readers) else None
+    return g2 if _args.writes_through(g2, s2, apart=(dl2,)) else None
 
 
 def _deliver_grad(grad_out, direct, grad, plan):
@@ -359,18 +361,20 @@ def _sample_scale(plan: _IndexPlan, dloss) -> np.ndarray:
     return np.ascontiguousarray(plan.rows.take2(k)).reshape(-1)
 
 
-def _index_grad_out(plan: _IndexPlan, grad_out):
-    """grad_out as the kernel's (samples, classes) rows if it may write them, or None."""
+def _index_grad_out(plan: _IndexPlan, grad_out, k1, w=None):
+    """grad_out as the kernel's (samples, classes) rows if it may write them (over the
+    scores, apart from the labels, the per-sample scales k1 and the weights w), or None."""
     if grad_out is None:
         return None
-    if plan.plain and _args.plain_out(grad_out, plan.x2):
+    if plan.plain and _args.plain_out(grad_out, plan.x2, plan.y1, k1, w):
         return grad_out
     rows = plan.rows
     check_out(grad_out, rows.shape, plan.result, "grad_out")
     if plan.result != plan.compute:
         return None
     g3 = rows.view3(grad_out)
-    if g3 is None or not _args.writes_through(g3, plan.x2.reshape(rows.shape3)):
+    if g3 is None or not _args.writes_through(g3, plan.x2.reshape(rows.shape3),
+                                              apart=(plan.y1, k1, w)):
         return None
     return g3.reshape(rows.outer, rows.classes)
 
@@ -491,7 +495,7 @@ def multi_margin_loss_with_grad(scores: ArrayLike, target: ArrayLike, *, axis: i
     plan = _index_plan(scores, target, axis, margin, reduction)
     w = _weights(weight, plan.rows.classes, plan.compute)
     k1 = _sample_scale(plan, dloss)
-    direct = _index_grad_out(plan, grad_out)
+    direct = _index_grad_out(plan, grad_out, k1, w)
     loss1, g2 = _cpu().multi_margin_grad(plan.x2, plan.y1, w, p, plan.margin, k1, direct)
     return _index_results(plan, loss1, grad_out, direct, g2)
 
@@ -583,6 +587,6 @@ def multiclass_hinge_loss_with_grad(scores: ArrayLike, target: ArrayLike, *, axi
         return _small_index_loss(found, scores, target, reduction), g2
     plan = _index_plan(scores, target, axis, margin, reduction)
     k1 = _sample_scale(plan, dloss)
-    direct = _index_grad_out(plan, grad_out)
+    direct = _index_grad_out(plan, grad_out, k1)
     loss1, g2 = _cpu().hinge_grad(plan.x2, plan.y1, plan.margin, k1, direct)
     return _index_results(plan, loss1, grad_out, direct, g2)

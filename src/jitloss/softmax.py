@@ -275,13 +275,22 @@ def logsumexp(x: ArrayLike, axis: Axis = -1, *, b: Optional[ArrayLike] = None,
     a = arrays[0]
     rows = Rows.of(a, normalize_axes(axis, a.ndim))
     x3 = rows.take3(a)
+    b3 = None
+    if b is not None:
+        try:
+            bb = np.broadcast_to(arrays[1], a.shape)
+        except ValueError:
+            raise ValueError(
+                f"b of shape {np.shape(arrays[1])} does not broadcast to x's shape {a.shape}"
+            ) from None
+        b3 = rows.take3(bb)
     shape_r = rows.reduced_shape(keepdims)
     out2 = None
     if out is not None:
         check_out(out, shape_r, result)
         if result == compute:
             out2 = rows.view2(out, keepdims)
-            if out2 is not None and not _args.writes_through(out2, x3):
+            if out2 is not None and not _args.writes_through(out2, apart=(x3, b3)):
                 out2 = None
     sign2 = None
     if b is None:
@@ -290,13 +299,7 @@ def logsumexp(x: ArrayLike, axis: Axis = -1, *, b: Optional[ArrayLike] = None,
             sign2 = np.where(np.isnan(r2), np.nan, np.where(r2 == -np.inf, 0.0, 1.0))
             sign2 = sign2.astype(compute)
     else:
-        try:
-            bb = np.broadcast_to(arrays[1], a.shape)
-        except ValueError:
-            raise ValueError(
-                f"b of shape {np.shape(arrays[1])} does not broadcast to x's shape {a.shape}"
-            ) from None
-        r2, sign2 = cpu.logsumexp_b(x3, rows.take3(bb), return_sign, out2=out2)
+        r2, sign2 = cpu.logsumexp_b(x3, b3, return_sign, out2=out2)
     res = _deliver_reduced(rows, r2, keepdims, out, out2, result)
     if not return_sign:
         return res

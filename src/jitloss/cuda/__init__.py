@@ -190,5 +190,44 @@ def copy_into(out, src):
         out.copy_to_device(np.ascontiguousarray(src.copy_to_host()).astype(out.dtype))
 
 
+def _byte_span(a):
+    """(first byte, one past the last byte) of a device array's elements; (p, p) if empty."""
+    if SIM:  # the simulator's device arrays wrap a NumPy array
+        ptr = a._ary.__array_interface__["data"][0]
+    else:
+        ptr = a.__cuda_array_interface__["data"][0]
+    shape, strides = tuple(a.shape), tuple(a.strides)
+    if 0 in shape:
+        return ptr, ptr
+    lo = ptr + sum((n - 1) * s for n, s in zip(shape, strides) if s < 0)
+    hi = ptr + sum((n - 1) * s for n, s in zip(shape, strides) if s > 0)
+    return lo, hi + np.dtype(a.dtype).itemsize
+
+
+def writes_through(out, *inputs, apart=()) -> bool:
+    """True if a kernel may write the device array ``out`` directly while reading
+    ``inputs`` and ``apart``: the twin of ``jitloss._args.writes_through``, on byte ranges.
+
+    ``out`` may be exactly an input (the kernels read an element before they write the
+    same element, and nothing else) and must not overlap one otherwise, nor any array of
+    ``apart`` (labels, weights, targets, dloss; None skipped).
+    """
+    lo, hi = _byte_span(out)
+
+    def overlaps(a):
+        a_lo, a_hi = _byte_span(a)
+        return a_lo < hi and lo < a_hi and a_lo < a_hi and lo < hi
+
+    if any(a is not None and overlaps(a) for a in apart):
+        return False
+    for a in inputs:
+        if overlaps(a) and not (
+            _byte_span(a) == (lo, hi) and rows_match(a, out)
+            and np.dtype(a.dtype) == np.dtype(out.dtype)
+        ):
+            return False
+    return True
+
+
 def rows_match(a, b) -> bool:
     return tuple(a.strides) == tuple(b.strides) and tuple(a.shape) == tuple(b.shape)

@@ -33,6 +33,7 @@ from . import (
     restore2,
     take2,
     take3,
+    writes_through,
 )
 from ._reduce import SUM, group_reduce
 from .softmax import _typed, _warp, exp_diff, load, row_id, row_mode, row_stats
@@ -408,6 +409,9 @@ def cross_entropy_with_grad_public(logits, target, axis, weight, ignore_index, r
         grad_out = check_device_out(grad_out, rows.shape, result, "grad_out")
         if result == compute:
             g3 = rows.view3(grad_out)
+            # over the logits, never over the target or the weights (as on the CPU)
+            if g3 is not None and not writes_through(g3, x3, apart=(yt, w)):
+                g3 = None
     if kind == "index":
         loss2, g = index_loss_grad(x3, yt, w, wsum, ignore, eps, z, scale2, g3)
     else:

@@ -25,6 +25,7 @@ from . import (
     restore,
     take2,
     take3,
+    writes_through,
 )
 from ._reduce import MAX, MIN, SUM, group_reduce
 from .cross_entropy import _scalar_dloss, finish, scan_labels
@@ -296,6 +297,8 @@ def max_margin_loss_with_grad_public(scores, num_negatives, margin, reduction, d
 
         if result == compute and _c_contiguous(grad_out):
             g2 = grad_out.reshape(B, group)
+            if not writes_through(g2, s2, apart=(dl2,)):
+                g2 = None
     rows, g = max_margin_grad(s2, margin, k, dl2, pairs, g2)
     if pairs is not None:
         loss = pairs if compute == result else cast(pairs, result)
@@ -359,12 +362,17 @@ def _index_results(rows, loss1, reduction, result, grad_out=None, g2=None, direc
     return loss, grad_out
 
 
-def _grad_rows(rows, grad_out, result, compute):
+def _grad_rows(rows, grad_out, result, compute, x2, y1, k1, w=None):
+    """(grad_out checked, its (samples, classes) rows if the kernel may write them over the
+    scores x2, apart from the labels, the scales k1 and the weights w, else None)."""
     if grad_out is None:
         return None, None
     grad_out = check_device_out(grad_out, rows.shape, result, "grad_out")
     g3 = rows.view3(grad_out) if result == compute else None
-    return grad_out, (g3.reshape(rows.outer, rows.classes) if g3 is not None else None)
+    if g3 is None:
+        return grad_out, None
+    g2 = g3.reshape(rows.outer, rows.classes)
+    return grad_out, (g2 if writes_through(g2, x2, apart=(y1, k1, w)) else None)
 
 
 def multi_margin_loss_public(scores, target, axis, p, margin, weight, reduction):
@@ -386,7 +394,7 @@ def multi_margin_loss_with_grad_public(scores, target, axis, p, margin, weight, 
                                                                    reduction)
     w = _weights(weight, rows.classes, compute)
     k1 = _scale(dloss, reduction, rows.outer, rows.reduced_shape(False), rows.outer)
-    grad_out, direct = _grad_rows(rows, grad_out, result, compute)
+    grad_out, direct = _grad_rows(rows, grad_out, result, compute, x2, y1, k1, w)
     loss1, g2 = multi_margin_grad(x2, y1, w, p, margin, k1, direct)
     return _index_results(rows, loss1, reduction, result, grad_out, g2, direct)
 
@@ -402,6 +410,6 @@ def multiclass_hinge_loss_with_grad_public(scores, target, axis, margin, reducti
     rows, x2, y1, compute, result, margin, reduction = _index_rows(scores, target, axis, margin,
                                                                    reduction)
     k1 = _scale(dloss, reduction, rows.outer, rows.reduced_shape(False), rows.outer)
-    grad_out, direct = _grad_rows(rows, grad_out, result, compute)
+    grad_out, direct = _grad_rows(rows, grad_out, result, compute, x2, y1, k1)
     loss1, g2 = hinge_grad(x2, y1, margin, k1, direct)
     return _index_results(rows, loss1, reduction, result, grad_out, g2, direct)

@@ -32,6 +32,7 @@ from . import (
     restore,
     restore2,
     take3,
+    writes_through,
 )
 from ._reduce import MAX, SUM, group_reduce
 
@@ -367,6 +368,8 @@ def _map_rows(launcher, values, names, axis, out, *params):
         out = check_device_out(out, rows.shape, result)
         if result == compute:
             out3 = rows.view3(out)
+            if out3 is not None and not writes_through(out3, *in3):
+                out3 = None
     r3 = launcher(*in3, *params, out3=out3)
     if out is None:
         return restore(rows, r3, result)
