@@ -354,9 +354,9 @@ def cross_entropy_with_grad(
             logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss,
             dloss, grad_out,
         )
-    if dloss is None and (grad_out is None or _args.plain_out(grad_out, logits, target)) and (
-            _small(logits, target, axis, weight, ignore_index, reduction, label_smoothing,
-                   z_loss)):
+    if dloss is None and _small(logits, target, axis, weight, ignore_index, reduction,
+                                label_smoothing, z_loss) and (
+            grad_out is None or _args.plain_out(grad_out, logits, target)):
         classes = logits.shape[1]
         g2 = np.empty_like(logits) if grad_out is None else grad_out
         first, den, total = _cpu().index_grad_small(logits, target, ignore_index,
