@@ -292,7 +292,7 @@ def _bench_cuda(args) -> int:
     return 0
 
 
-def _startup(python: str, runs: int = 5) -> None:
+def _startup(python: str, runs: int = 11) -> None:
     """Fresh-process cost of import + a first small call, against `import numba`, and the
     floor every numba library pays: `import numba` + the first call of a one-line cached
     njit function (numba then sets up its compiler and runtime once per process).
