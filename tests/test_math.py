@@ -450,3 +450,17 @@ def test_mean_loss_of_many_samples_matches_numpy_sum():
         y = rng.integers(0, 3, n)
         per = jitloss.cross_entropy(x, y, reduction="none")
         assert jitloss.cross_entropy(x, y, reduction="sum") == np.add.reduce(per)
+
+
+def test_apart_agrees_with_numpy_on_contiguous_pieces_of_one_buffer():
+    # the small-call kernels' overlap test: C-contiguous pieces of one buffer, of two
+    # dtypes (labels under a float64 gradient), empty pieces included
+    rng = np.random.default_rng(0)
+    buf = np.zeros(64)
+    for _ in range(300):
+        a0, b0 = rng.integers(0, 40, 2)
+        na, nb = rng.integers(0, 24, 2)
+        a = buf[a0:a0 + na]
+        b = buf[b0:b0 + nb].view(np.int64) if rng.random() < 0.5 else buf[b0:b0 + nb]
+        assert _math.apart(a, b) == (not np.shares_memory(a, b)), (a0, na, b0, nb)
+    assert _math.apart(np.zeros(3), np.zeros(3))

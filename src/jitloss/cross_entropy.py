@@ -356,7 +356,7 @@ def cross_entropy_with_grad(
         )
     if dloss is None and _small(logits, target, axis, weight, ignore_index, reduction,
                                 label_smoothing, z_loss) and (
-            grad_out is None or _args.plain_out(grad_out, logits, target)):
+            grad_out is None or _args.plain_out(grad_out, logits)):
         classes = logits.shape[1]
         g2 = np.empty_like(logits) if grad_out is None else grad_out
         first, den, total = _cpu().index_grad_small(logits, target, ignore_index,
@@ -367,7 +367,7 @@ def cross_entropy_with_grad(
         return _args.reduce_total(total, reduction, den, logits.dtype), g2
     if dloss is None and _small_prob(logits, target, axis, weight, ignore_index, reduction,
                                      label_smoothing, z_loss) and (
-            grad_out is None or _args.plain_out(grad_out, logits, target)):
+            grad_out is None or _args.plain_out(grad_out, logits)):
         g2 = np.empty_like(logits) if grad_out is None else grad_out
         total = _cpu().prob_grad_small(logits, target, _ones(logits.shape[1], logits.dtype),
                                      reduction == "mean", g2)

@@ -54,20 +54,20 @@ def _on_cuda(*arrays) -> bool:
 # call these checks do not admit, goes the general way, which gives the same bits.
 
 
-def _small_args(size, margin, reduction, dloss=None, grad_out=None, like=None,
-                labels=None) -> bool:
+def _small_args(size, margin, reduction, dloss=None, grad_out=None, like=None) -> bool:
+    # grad_out may lie over the labels: the small kernels copy them then (cpu._math.apart)
     return (
         0 < size < _PARALLEL_MIN and type(reduction) is str
         and (reduction == "mean" or reduction == "sum")
         and type(margin) in (float, int) and 0 <= margin < float("inf") and dloss is None
-        and (grad_out is None or _args.plain_out(grad_out, like, labels))
+        and (grad_out is None or _args.plain_out(grad_out, like))
     )
 
 
 def _small_index(scores, target, axis, margin, reduction, dloss=None, grad_out=None) -> bool:
     """True for (N, C) C-contiguous rows with int64 labels and the commonest arguments."""
     return _args.plain_index_rows(scores, target, axis) and _small_args(
-        scores.size, margin, reduction, dloss, grad_out, scores, target)
+        scores.size, margin, reduction, dloss, grad_out, scores)
 
 
 def _small_index_loss(found, scores, target, reduction):

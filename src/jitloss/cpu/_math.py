@@ -117,6 +117,7 @@ __all__ = [
     "row_sum",
     "row_sumexp",
     "same_memory",
+    "apart",
     "wide_vectors",
 ]
 
@@ -899,6 +900,16 @@ def row_exp(x2, k, m, s, out2, i, near):
     else:
         for j in range(x2.shape[1]):
             out2[i, j] = exp_sub(x2[k, j], m, s)
+
+
+@njit
+def apart(a, b):
+    """True if the C-contiguous arrays a and b share no byte.  The small-call kernels copy
+    an input they read after writing rows of their output (labels, targets) when it is
+    not apart from it: the check costs nothing here, where np.may_share_memory in the
+    public layer took 0.45 us of a 5 us call."""
+    pa, pb = a.ctypes.data, b.ctypes.data
+    return pa + a.size * a.itemsize <= pb or pb + b.size * b.itemsize <= pa
 
 
 @njit

@@ -41,6 +41,7 @@ from ._math import (
     BLOCK,
     LANE_BLOCK,
     _REDUCE,
+    apart,
     as_type_of,
     borrowed,
     group_scratch,
@@ -143,7 +144,9 @@ def index_small(x2, y1, ignore, w):
 
 @njit(cache=True)
 def index_grad_small(x2, y1, ignore, w, mean, g2):
-    """index_small with the gradient into g2 (which may be x2), for dloss = 1."""
+    """index_small with the gradient into g2 (which may be x2; the labels may lie under
+    it: they are then copied first), for dloss = 1."""
+    y1 = y1 if apart(y1, g2) else y1.copy()
     first, denominator = scan(y1, x2.shape[1], ignore, w)
     if first >= 0:
         return first, denominator, 0.0
@@ -181,7 +184,9 @@ def prob_small(x2, t2, w):
 
 @njit(cache=True)
 def prob_grad_small(x2, t2, w, mean, g2):
-    """prob_small with the gradient into g2 (x2 itself or apart from x2 and t2), dloss = 1."""
+    """prob_small with the gradient into g2 (x2 itself or apart from x2; a target under it
+    is copied first), dloss = 1."""
+    t2 = t2 if apart(t2, g2) else t2.copy()
     loss1 = np.empty(x2.shape[0], np.float64)
     k = 1.0
     if mean:  # as _args.upstream_scale, the denominator being the number of samples

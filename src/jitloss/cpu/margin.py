@@ -27,6 +27,7 @@ from . import run
 from ._labels import NO_IGNORE, scan
 from ._math import (
     _REDUCE,
+    apart,
     as_type_of,
     aside_row,
     borrowed,
@@ -115,7 +116,9 @@ def multi_margin_small(x2, y1, w, p, margin):
 
 @njit(cache=True)
 def multi_margin_grad_small(x2, y1, w, p, margin, mean, g2):
-    """multi_margin_small with the gradient into g2 (which may be x2)."""
+    """multi_margin_small with the gradient into g2 (which may be x2; labels under it are
+    copied first)."""
+    y1 = y1 if apart(y1, g2) else y1.copy()
     first, _ = scan(y1, x2.shape[1], NO_IGNORE, w)
     if first >= 0:
         return first, 0.0
@@ -139,7 +142,9 @@ def hinge_small(x2, y1, w, margin):
 
 @njit(cache=True)
 def hinge_grad_small(x2, y1, w, margin, mean, g2):
-    """hinge_small with the gradient into g2 (which may be x2)."""
+    """hinge_small with the gradient into g2 (which may be x2; labels under it are copied
+    first)."""
+    y1 = y1 if apart(y1, g2) else y1.copy()
     first, _ = scan(y1, x2.shape[1], NO_IGNORE, w)
     if first >= 0:
         return first, 0.0
