@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import jitloss
 
@@ -107,3 +109,42 @@ def test_logsumexp_out_over_b():
     got = jitloss.logsumexp(x, axis=1, b=b, out=out)
     assert got is out
     np.testing.assert_allclose(got, ref, rtol=1e-13)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    which=st.sampled_from(sorted(GRAD_FNS)),
+    rows=st.integers(1, 6),
+    classes=st.integers(1, 6),
+    offsets=st.tuples(*[st.integers(0, 48)] * 3),
+    labels_in_buffer=st.booleans(),
+    axis0=st.booleans(),
+)
+def test_any_placement_in_one_buffer(which, rows, classes, offsets, labels_in_buffer, axis0):
+    # logits, labels (as int64) and the gradient anywhere in one float64 buffer, overlapping
+    # or not, along either axis: the result is that of private copies
+    fn = GRAD_FNS[which]
+    rng = np.random.default_rng(offsets[0] * 7 + offsets[1])
+    x = rng.standard_normal((rows, classes))
+    y = rng.integers(0, classes, rows)
+    buf = np.zeros(48 + 2 * rows * classes)
+    xs = buf[offsets[0]:offsets[0] + x.size].reshape(x.shape)
+    xs[...] = x
+    ys = y
+    if labels_in_buffer:
+        ys = buf[offsets[1]:offsets[1] + rows].view(np.int64)
+        ys[...] = y
+    g = buf[offsets[2]:offsets[2] + x.size].reshape(x.shape)
+    xv, yv = xs.copy(), ys.copy()  # the values the call sees, after every placement
+    if not ((yv >= 0) & (yv < classes)).all():
+        with pytest.raises(ValueError, match="target"):
+            fn(xs, ys, grad_out=g, reduction="sum")
+        return
+    want_loss, want_grad = fn(xv, yv, reduction="sum")
+    if axis0:
+        loss, got = fn(xs.T, ys, axis=0, grad_out=g.T, reduction="sum")
+        got = got.T
+    else:
+        loss, got = fn(xs, ys, grad_out=g, reduction="sum")
+    np.testing.assert_allclose(loss, want_loss, rtol=1e-12)
+    np.testing.assert_allclose(got, want_grad, rtol=1e-12, atol=1e-15)
