@@ -276,7 +276,7 @@ def cross_entropy(
     if _small(logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss):
         classes = logits.shape[1]
         first, den, total = _cpu().index_small(logits, target, ignore_index,
-                                             _ones(classes, logits.dtype))
+                                               _ones(classes, logits.dtype))
         if first >= 0:
             raise _args.label_error(target, first, classes, ignore_index)
         return _args.reduce_total(total, reduction, den, logits.dtype)
@@ -287,7 +287,7 @@ def cross_entropy(
     plan = _plan(logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss)
     if plan.kind == "index":
         loss2 = _cpu().index_loss(plan.x3, plan.y2, plan.w, plan.wsum, plan.ignore, plan.eps,
-                                plan.z)
+                                  plan.z)
     else:
         loss2 = _cpu().prob_loss(plan.x3, plan.t3, plan.w, plan.eps, plan.z)
     return _reduce(plan, loss2)
@@ -360,8 +360,8 @@ def cross_entropy_with_grad(
         classes = logits.shape[1]
         g2 = np.empty_like(logits) if grad_out is None else grad_out
         first, den, total = _cpu().index_grad_small(logits, target, ignore_index,
-                                                  _ones(classes, logits.dtype),
-                                                  reduction == "mean", g2)
+                                                    _ones(classes, logits.dtype),
+                                                    reduction == "mean", g2)
         if first >= 0:
             raise _args.label_error(target, first, classes, ignore_index)
         return _args.reduce_total(total, reduction, den, logits.dtype), g2
@@ -370,7 +370,7 @@ def cross_entropy_with_grad(
             grad_out is None or _args.plain_out(grad_out, logits)):
         g2 = np.empty_like(logits) if grad_out is None else grad_out
         total = _cpu().prob_grad_small(logits, target, _ones(logits.shape[1], logits.dtype),
-                                     reduction == "mean", g2)
+                                       reduction == "mean", g2)
         return _args.reduce_total(total, reduction, logits.shape[0], logits.dtype), g2
     plan = _plan(logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss)
     scale2 = _scale2(plan, dloss)
@@ -388,10 +388,10 @@ def cross_entropy_with_grad(
                 g3 = None
     if plan.kind == "index":
         loss2, g3_out = _cpu().index_loss_grad(plan.x3, plan.y2, plan.w, plan.wsum, plan.ignore,
-                                             plan.eps, plan.z, scale2, g3)
+                                               plan.eps, plan.z, scale2, g3)
     else:
         loss2, g3_out = _cpu().prob_loss_grad(plan.x3, plan.t3, plan.w, plan.eps, plan.z, scale2,
-                                            g3)
+                                              g3)
     loss = _reduce(plan, loss2)
     if grad_out is not None:
         if g3 is None:

@@ -30,10 +30,11 @@ __all__ = [
     "multiclass_hinge_loss_with_grad",
 ]
 
+
 @functools.cache
 def _cpu():
     # imported at the first call: ``import jitloss`` plus a first softmax then skips this
-    # family's kernel definitions (about 30 ms of numba dispatchers for cross_entropy)
+    # family's kernel definitions (about 5 ms of numba dispatchers for the margin losses)
     from .cpu import margin as backend
 
     return backend
@@ -437,7 +438,7 @@ def multi_margin_loss(scores: ArrayLike, target: ArrayLike, *, axis: int = -1, p
     if (weight is None and type(p) is int and (p == 1 or p == 2)
             and _small_index(scores, target, axis, margin, reduction)):
         found = _cpu().multi_margin_small(scores, target, _unit(scores.shape[1], scores.dtype),
-                                        p, float(margin))
+                                          p, float(margin))
         return _small_index_loss(found, scores, target, reduction)
     p = _check_p(p)
     plan = _index_plan(scores, target, axis, margin, reduction)
@@ -535,7 +536,7 @@ def multiclass_hinge_loss(scores: ArrayLike, target: ArrayLike, *, axis: int = -
         return _cuda().multiclass_hinge_loss_public(scores, target, axis, margin, reduction)
     if _small_index(scores, target, axis, margin, reduction):
         found = _cpu().hinge_small(scores, target, _unit(scores.shape[1], scores.dtype),
-                                 float(margin))
+                                   float(margin))
         return _small_index_loss(found, scores, target, reduction)
     plan = _index_plan(scores, target, axis, margin, reduction)
     return _index_results(plan, _cpu().hinge(plan.x2, plan.y1, plan.margin))
@@ -583,7 +584,7 @@ def multiclass_hinge_loss_with_grad(scores: ArrayLike, target: ArrayLike, *, axi
     if _small_index(scores, target, axis, margin, reduction, dloss, grad_out):
         g2 = np.empty_like(scores) if grad_out is None else grad_out
         found = _cpu().hinge_grad_small(scores, target, _unit(scores.shape[1], scores.dtype),
-                                      float(margin), reduction == "mean", g2)
+                                        float(margin), reduction == "mean", g2)
         return _small_index_loss(found, scores, target, reduction), g2
     plan = _index_plan(scores, target, axis, margin, reduction)
     k1 = _sample_scale(plan, dloss)

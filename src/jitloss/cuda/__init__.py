@@ -212,18 +212,18 @@ def writes_through(out, *inputs, apart=()) -> bool:
     same element, and nothing else) and must not overlap one otherwise, nor any array of
     ``apart`` (labels, weights, targets, dloss; None skipped).
     """
-    lo, hi = _byte_span(out)
+    span = _byte_span(out)
 
-    def overlaps(a):
-        a_lo, a_hi = _byte_span(a)
-        return a_lo < hi and lo < a_hi and a_lo < a_hi and lo < hi
+    def overlaps(other):  # two byte spans, neither empty, that share a byte
+        return other[0] < span[1] and span[0] < other[1] and other[0] < other[1] \
+            and span[0] < span[1]
 
-    if any(a is not None and overlaps(a) for a in apart):
+    if any(a is not None and overlaps(_byte_span(a)) for a in apart):
         return False
     for a in inputs:
-        if overlaps(a) and not (
-            _byte_span(a) == (lo, hi) and rows_match(a, out)
-            and np.dtype(a.dtype) == np.dtype(out.dtype)
+        a_span = _byte_span(a)
+        if overlaps(a_span) and not (
+            a_span == span and rows_match(a, out) and np.dtype(a.dtype) == np.dtype(out.dtype)
         ):
             return False
     return True
