@@ -768,6 +768,83 @@ def test_axis0_spanning_several_lane_blocks_and_a_partial_one(dtype):
     np.testing.assert_allclose(jitloss.softmax_backward(y, dy, axis=0),
                                ref.softmax_backward(y, dy, axis=0), rtol=rtol, atol=rtol * 1e-2)
 
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_long_columns_along_axis0(dtype, temperature):
+    # Columns of 5000 classes: maxima that grow slowly or fast down the column, -inf or NaN
+    # only at the start, +inf only at the end, and one maximal element after 4999 at -40
+    # (log_softmax near probability 1); each column also reversed
+    C = 5000
+    j = np.arange(C, dtype=np.float64)
+    cols = [j * 1e-3, j * 0.05, np.sin(j) * 3, np.full(C, -40.0), np.full(C, 2.0),
+            np.sin(j), np.sin(j), np.r_[np.full(C - 1, -40.0), 0.0]]
+    cols[4][:128] = -np.inf
+    cols[5][3] = np.nan
+    cols[6][-1] = np.inf
+    cols[3][C // 2] = 0.0
+    x = np.stack(cols, axis=1).astype(dtype)
+    x = np.concatenate([x, x[:, ::-1]], axis=1)  # and each column reversed
+    x64 = x.astype(np.float64)
+    for fn, reference in [(jitloss.softmax, ref.softmax), (jitloss.log_softmax, ref.log_softmax)]:
+        got = fn(x, axis=0, temperature=temperature)
+        want = reference(x64, axis=0, temperature=temperature)
+        bad = ~np.isfinite(x64).all(axis=0) & (np.isnan(x64).any(axis=0)
+                                               | (x64 == np.inf).any(axis=0))
+        assert np.isnan(got[:, bad]).all()
+        assert_close(got[:, ~bad], want[:, ~bad], dtype,
+                     atol=np.finfo(dtype).tiny if fn is jitloss.softmax else 0.0)
+    lse = jitloss.logsumexp(x, axis=0)
+    want = ref.logsumexp(x64, axis=0)
+    np.testing.assert_array_equal(np.isnan(lse), np.isnan(want))
+    ok = np.isfinite(want)
+    np.testing.assert_allclose(lse[ok], want[ok], rtol=RTOL[np.dtype(dtype).type])
+    assert np.array_equal(lse[~ok], want[~ok], equal_nan=True)
+    # the column with one maximal element: log_softmax there is about -4999 e**-40, not 0
+    near_one = jitloss.log_softmax(x, axis=0)[-1, 7]
+    assert near_one == pytest.approx(-(C - 1) * np.exp(-40.0), rel=RTOL[np.dtype(dtype).type])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_wide_lane_pieces_give_the_bits_of_narrow_ones(monkeypatch, dtype):
+    # Columns whose block would fill half of L2 take pieces of LANE_WIDE_BYTES without
+    # prefetch hints (lane_width_for); here every block does (L2 taken as 4 KiB), serial and
+    # parallel (at 1 thread a piece of the whole LANE_WIDE_BYTES), in place too (the piece
+    # goes to a stack buffer of LANE_WIDE_BYTES): the bits of the 2 KiB pieces
+    cpu = jitloss.cpu
+    rng = _rng(41)
+    x = (rng.standard_normal((70, 2100)) * 3).astype(dtype)
+    x[5, 7], x[6, 2080] = np.nan, np.inf
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    labels = rng.integers(0, 70, 2100)
+
+    def results():
+        y = jitloss.softmax(x, axis=0)
+        lp = jitloss.log_softmax(x, axis=0, temperature=0.7)
+        got = [y, lp, jitloss.logsumexp(x, axis=0), jitloss.softmax_backward(y, dy, axis=0),
+               jitloss.log_softmax_backward(lp, dy, axis=0),
+               *jitloss.cross_entropy_with_grad(x, labels, axis=0, reduction="none")]
+        for fn in (jitloss.softmax, jitloss.log_softmax):
+            inplace = x.copy()
+            got.append(fn(inplace, axis=0, out=inplace))
+        g = x.copy()
+        got.append(jitloss.cross_entropy_with_grad(g, labels, axis=0, grad_out=g)[1])
+        return got
+
+    narrow = results()
+    monkeypatch.setattr(cpu, "l2_bytes", lambda: 4096)
+    wide = cpu.lane_width(1, 2100, np.dtype(dtype).itemsize, 1, cpu.LANE_WIDE_BYTES)
+    assert wide * np.dtype(dtype).itemsize == cpu.LANE_WIDE_BYTES
+    before = numba.get_num_threads()
+    try:
+        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(threads)
+            for a, b in zip(narrow, results()):
+                np.testing.assert_array_equal(a, b)
+    finally:
+        numba.set_num_threads(before)
+
+
 @pytest.mark.parametrize("dtype, temperature",
                          [(np.float32, 1.0), (np.float32, 0.7), (np.float64, 1.0)])
 def test_lane_results_do_not_depend_on_the_lane_width(monkeypatch, dtype, temperature):

@@ -30,6 +30,16 @@ PARALLEL_MIN_ELEMENTS = 1 << 15
 # lanes, 1.14x at 256, 0.96x at 1024 than at 512.
 LANE_ROW_BYTES = 2048
 LANE_MIN = 64
+# Unless the block of so many lanes would fill half of L2 (classes * LANE_ROW_BYTES): then
+# no width keeps it there (the power-of-two stride again), every pass streams it from L3 or
+# memory, and pieces of LANE_WIDE_BYTES, left to the hardware prefetchers (prefetch_lanes
+# gives no hints for them), stream it best.  Float32 along axis 0, 2 threads,
+# emeraldrapids, in-process against 2 KiB pieces with hints: 1000 x 4096 softmax 0.82 of the
+# time, log_softmax 0.80, softmax_backward 0.68, cross_entropy_with_grad 0.86; 512 x 8192
+# 0.77-0.89, 2000 x 2048 0.83-0.95.  With the hints kept, the wide pieces gained nothing
+# (0.93-1.06), and at 300 or 256 classes (blocks in L2) they lost up to 1.17x (1.50x with
+# hints), so those keep LANE_ROW_BYTES.
+LANE_WIDE_BYTES = 8192
 
 # Rows of at most GROUP_ROW_BYTES go through the row-group kernels, GROUP_BYTES of rows at a
 # time (see cpu/softmax.py, "row groups").  Measured on emeraldrapids (float32, 2 threads,
@@ -88,14 +98,15 @@ def group_rows(rows: int, classes: int, itemsize: int) -> int:
 
 
 @functools.lru_cache(maxsize=256)
-def lane_width(outer: int, inner: int, itemsize: int, threads: int) -> int:
+def lane_width(outer: int, inner: int, itemsize: int, threads: int,
+               row_bytes: int = LANE_ROW_BYTES) -> int:
     """Number of inner lanes a strided kernel processes per task, for ``outer`` x ``inner``
     lanes on ``threads`` threads: whole cache lines, at least LANE_MIN, at most
-    LANE_ROW_BYTES of a class row, and of those the width that leaves the busiest thread
+    ``row_bytes`` of a class row, and of those the width that leaves the busiest thread
     the fewest lanes (the widest among equals).  A lane's results do not depend on the
     width (see lanes_range), so it may follow the thread count."""
     line = max(1, 64 // itemsize)
-    top = max(LANE_MIN, LANE_ROW_BYTES // itemsize)
+    top = max(LANE_MIN, row_bytes // itemsize)
     if threads <= 1:
         return top
     best, width = 0, top
@@ -109,8 +120,30 @@ def lane_width(outer: int, inner: int, itemsize: int, threads: int) -> int:
 
 def lane_width_for(a3) -> int:
     """lane_width for the (outer, classes, inner) array a3 and the threads that would run
-    it (numba's thread count for a parallel-sized input, else 1)."""
-    return lane_width(a3.shape[0], a3.shape[2], a3.itemsize, threads_for(a3.size))
+    it (numba's thread count for a parallel-sized input, else 1), with pieces of up to
+    LANE_WIDE_BYTES where the classes times LANE_ROW_BYTES fill half of L2 or more."""
+    wide = a3.shape[1] * LANE_ROW_BYTES >= l2_bytes() // 2
+    return lane_width(a3.shape[0], a3.shape[2], a3.itemsize, threads_for(a3.size),
+                      LANE_WIDE_BYTES if wide else LANE_ROW_BYTES)
+
+
+@functools.cache
+def l2_bytes(default: int = 512 << 10) -> int:
+    """Size of the first CPU's L2 cache (Linux sysfs), else ``default``."""
+    import glob
+
+    for d in glob.glob("/sys/devices/system/cpu/cpu0/cache/index*"):
+        try:
+            with open(f"{d}/level") as f:
+                level = f.read().strip()
+            with open(f"{d}/size") as f:
+                size = f.read().strip()
+        except OSError:
+            continue
+        shift = {"K": 10, "M": 20}.get(size[-1:])
+        if level == "2" and shift is not None and size[:-1].isdigit():
+            return int(size[:-1]) << shift
+    return default
 
 
 def threads_for(size: int) -> int:

@@ -58,7 +58,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 from numba.np.numpy_support import as_dtype
 
-from . import LANE_ROW_BYTES, TILE_ROWS
+from . import LANE_ROW_BYTES, LANE_WIDE_BYTES, TILE_ROWS, l2_bytes
 
 __all__ = [
     "BLOCK",
@@ -678,30 +678,12 @@ BLOCK = 1024
 LANE_BLOCK = 16
 
 
-def _l2_bytes(default: int = 512 << 10) -> int:
-    """Size of the first CPU's L2 cache (Linux sysfs), else ``default``."""
-    import glob
-
-    for d in glob.glob("/sys/devices/system/cpu/cpu0/cache/index*"):
-        try:
-            with open(f"{d}/level") as f:
-                level = f.read().strip()
-            with open(f"{d}/size") as f:
-                size = f.read().strip()
-        except OSError:
-            continue
-        shift = {"K": 10, "M": 20}.get(size[-1:])
-        if level == "2" and shift is not None and size[:-1].isdigit():
-            return int(size[:-1]) << shift
-    return default
-
-
 # Rows of up to half the L2 cache take two passes (range, then sums: the second from L2);
 # longer ones are read once, online (row_lse_parts).  Measured on 32 x 128256 float32 (513
 # KB rows) logsumexp: on znver3 (512 KB L2) online 6-18% faster, on znver5 (1 MB L2) two
 # passes 22% faster.  A constant of the machine, compiled into the kernels: both paths are
 # exact to the same bound, they may differ in the last bit.
-ONLINE_ROW_BYTES = _l2_bytes() // 2
+ONLINE_ROW_BYTES = l2_bytes() // 2
 ONLINE_CHUNK = 4096  # elements per online chunk (16 KiB of float32: the range leaves it in L1)
 _U0, _U1 = np.uint64(0), np.uint64(1)
 _UBLOCK, _UCHUNK = np.uint64(BLOCK), np.uint64(ONLINE_CHUNK)
@@ -953,7 +935,7 @@ def _borrowed_impl(a):
 
 
 STACK_ROW_BYTES = 16 << 10  # rows up to this size are copied to the stack (aside_row)
-LANE_STACK_BYTES = LANE_ROW_BYTES  # a lane block's piece of a class row (stack_lanes)
+LANE_STACK_BYTES = LANE_WIDE_BYTES  # a lane block's piece of a class row (stack_lanes)
 
 
 def _stack_buffer(context, builder, dtype, nbytes):
@@ -990,7 +972,7 @@ def _stack_row(typingctx, like):
 @intrinsic
 def stack_lanes(typingctx, like):
     # A pointer to LANE_STACK_BYTES of like's dtype on the caller's stack (_stack_buffer),
-    # for a lane block's piece of a class row (at most LANE_ROW_BYTES).  A pointer, not an
+    # for a lane block's piece of a class row (at most LANE_WIDE_BYTES).  A pointer, not an
     # array: an array value would bring reference counting (a decref, even of nothing) into
     # the lane helpers, which must have none (see _per_line).
     def codegen(context, builder, sig, args):
@@ -1271,7 +1253,10 @@ def row_lse(x2, i, s):
 # onto a few cache sets, so each pass fetches the block again from L3 or memory.  Every
 # pass therefore asks for the piece of row j + AHEAD while it works on row j.  Measured on
 # 1000 x 4096 along axis 0 (2 threads): about a fifth less time for one pass alone, 5-8% for
-# a whole softmax or log_softmax, whose exponentials then cost more than the reads.
+# a whole softmax or log_softmax, whose exponentials then cost more than the reads.  That
+# was in pieces of 2 KiB; a block of many classes now takes pieces of LANE_WIDE_BYTES
+# (lane_width_for), which the hardware prefetchers do follow, and gets no hints: with them
+# it took 1.1-1.4x the time (float32, 1000 x 4096 and 512 x 8192, 2 threads).
 
 AHEAD = 2  # rows ahead
 _LINE = 64  # bytes
@@ -1300,11 +1285,25 @@ def _per_line_impl(a):
     return lambda a: n
 
 
+def _hinted_lanes(a):  # pragma: no cover - the overload runs in jitted code
+    """The most lanes of ``a`` that prefetch_lanes gives hints for (LANE_ROW_BYTES of them),
+    a compile-time constant."""
+    return LANE_ROW_BYTES // a.itemsize
+
+
+@overload(_hinted_lanes)
+def _hinted_lanes_impl(a):
+    n = uint64(LANE_ROW_BYTES // as_dtype(a.dtype).itemsize)
+    return lambda a: n
+
+
 @njit
 def prefetch_lanes(a3, o, j, i0, w):
-    """Prefetch a3[o, j, i0:i0 + w] if row j exists (one hint per cache line)."""
+    """Prefetch a3[o, j, i0:i0 + w] if row j exists and the piece is at most LANE_ROW_BYTES
+    long (one hint per cache line); longer pieces (LANE_WIDE_BYTES, see lane_width_for) are
+    left to the hardware prefetchers, which follow them better without the hints."""
     wide_vectors()
-    if j < a3.shape[1]:
+    if j < a3.shape[1] and w <= _hinted_lanes(a3):
         step = _per_line(a3)
         for q in range(uint64(0), w, step):
             _prefetch(a3, o, j, i0 + q)
