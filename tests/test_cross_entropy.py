@@ -253,7 +253,7 @@ def test_inputs_are_never_modified():
 @pytest.mark.parametrize("kind", ["index", "prob"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_short_rows_go_through_in_tiles_and_groups(kind, dtype, monkeypatch):
-    # Rows of up to TILE_ROW_BYTES run TILE_ROWS at a time as lanes (cpu/cross_entropy.py,
+    # Rows of up to TILE_ROW_BYTES run a tile at a time as lanes (cpu/cross_entropy.py,
     # "row tiles"), longer ones up to GROUP_ROW_BYTES G at a time ("row groups"): every row
     # position of a group and a partial last tile or group, ignored (class indices),
     # non-finite and confident rows, weights, smoothing and z-loss, against the float64
@@ -315,14 +315,15 @@ def test_short_rows_go_through_in_tiles_and_groups(kind, dtype, monkeypatch):
 
 @pytest.mark.parametrize("kind", ["index", "prob"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_short_rows_in_tiles_have_the_bits_of_their_lanes(kind, dtype):
+def test_short_rows_in_tiles_have_the_bits_of_their_lanes(kind, dtype, monkeypatch):
     # the rows of a tile are the lanes of the lane kernels: the same bits as the samples
-    # taken along axis 1 of the (1, C, N) array, in tiles of TILE_ROWS and a partial one
+    # taken along axis 1 of the (1, C, N) array, in tiles of 128 rows and a partial one
     import jitloss.cpu
 
+    monkeypatch.setattr(jitloss.cpu, "tile_width_for", lambda x2: 128)
     rng = _rng(22)
     C = jitloss.cpu.TILE_ROW_BYTES // np.dtype(dtype).itemsize - 3
-    N = 2 * jitloss.cpu.TILE_ROWS + 9
+    N = 2 * 128 + 9
     x = rng.standard_normal((N, C)).astype(dtype)
     y = rng.integers(0, C, N)
     y[::13] = -100

@@ -399,12 +399,12 @@ def test_in_place(name, dtype, axis, shape):  # parallel and serial kernels; sho
 @pytest.mark.parametrize("shape", [(16, 1), (300, 5), (129, 16), (70, 32), (3300, 10),
                                    (300, 63)])
 def test_short_rows_in_tiles_match_reference_and_their_lanes(name, dtype, shape):
-    # rows of at most TILE_ROW_BYTES go TILE_ROWS at a time through the lane kernels (serial
+    # rows of at most TILE_ROW_BYTES go a tile at a time through the lane kernels (serial
     # and, at 3300 x 10, parallel; a last tile of fewer rows; rows of 252 bytes): the
     # reference's values, and the bits of the same rows taken as lanes along axis 0
     fn, reference = FORWARD[name]
     cpu, itemsize = jitloss.cpu, np.dtype(dtype).itemsize
-    longest = cpu.TILE_ROW_BYTES if shape[0] >= cpu.TILE_ROWS else cpu.TILE_SHORT_BYTES
+    longest = cpu.TILE_ROW_BYTES if shape[0] >= cpu.TILE_LONG_MIN_ROWS else cpu.TILE_SHORT_BYTES
     rows, classes = shape[0], min(shape[1], longest // itemsize)
     assert cpu.tile_rows(rows, classes, itemsize)
     x = _rng(5).standard_normal((rows, classes)).astype(dtype)
@@ -454,13 +454,83 @@ def test_short_rows_in_tiles_keep_non_finite_rows_to_themselves(name):
 
 def test_which_rows_take_tiles():
     # rows shorter than 256 bytes take tiles (their loops would run scalar in the row
-    # kernels), from 16 rows up to 128 bytes a row and from a whole tile beyond
-    from jitloss.cpu import TILE_ROWS, tile_rows
+    # kernels), from 16 rows up to 128 bytes a row and from TILE_LONG_MIN_ROWS beyond
+    from jitloss.cpu import TILE_LONG_MIN_ROWS as LONG, tile_rows
 
     assert tile_rows(16, 32, 4) and tile_rows(16, 16, 8) and not tile_rows(15, 32, 4)
-    assert tile_rows(TILE_ROWS, 63, 4) and tile_rows(TILE_ROWS, 31, 8)
-    assert not tile_rows(TILE_ROWS - 1, 33, 4) and not tile_rows(TILE_ROWS - 1, 17, 8)
+    assert tile_rows(LONG, 63, 4) and tile_rows(LONG, 31, 8)
+    assert not tile_rows(LONG - 1, 33, 4) and not tile_rows(LONG - 1, 17, 8)
     assert not tile_rows(10**6, 64, 4) and not tile_rows(10**6, 32, 8)
+
+
+@pytest.mark.parametrize("itemsize", [4, 8])
+def test_tile_widths(itemsize):
+    # a tile holds at most TILE_BYTES, each class row at most LANE_WIDE_BYTES (the lane
+    # blocks' longest piece), in whole cache lines; on several threads the tiles share the
+    # rows out evenly (the busiest thread takes at most a cache line's rows per tile more
+    # than its share), none narrower than it must be
+    cpu = jitloss.cpu
+    line = 64 // itemsize
+    for classes in range(1, cpu.TILE_ROW_BYTES // itemsize + 1):
+        top = cpu.tile_top(classes, itemsize)
+        assert top % line == 0 and top * itemsize <= cpu.LANE_WIDE_BYTES
+        assert top * classes * itemsize <= cpu.TILE_BYTES
+        assert (top + line) * classes * itemsize > cpu.TILE_BYTES or (
+            (top + line) * itemsize > cpu.LANE_WIDE_BYTES)
+    threads = min(2, numba.config.NUMBA_NUM_THREADS)
+    if threads < 2:
+        pytest.skip("one numba thread")
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(threads)
+        for rows, classes in [(1100, 32), (1500, 32), (3300, 10), (5000, 48), (65536, 32),
+                              (9000, 63), (100000, 10)]:
+            x2 = np.empty((rows, classes), np.float32 if itemsize == 4 else np.float64)
+            if x2.size < cpu.PARALLEL_MIN_ELEMENTS:
+                continue
+            R, top = cpu.tile_width_for(x2), cpu.tile_top(classes, itemsize)
+            tiles = -(-rows // R)
+            per_thread = -(-tiles // threads)
+            assert R % line == 0 and R <= top
+            assert per_thread * R <= -(-rows // threads) + per_thread * line
+            assert per_thread <= -(-rows // (threads * top))  # no narrower than need be
+    finally:
+        numba.set_num_threads(before)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_tile_results_do_not_depend_on_the_tile_width(monkeypatch, dtype):
+    # Rows go through the lane kernels R at a time (tile_width_for): at R = 24, 72, 128 and
+    # the widest, serial and parallel, the same bits, with a partial last tile and rows of
+    # -inf, NaN and +inf among them; every family that takes tiles
+    cpu = jitloss.cpu
+    rng = _rng(43)
+    N, C = 1000, 36 if dtype == np.float32 else 18
+    x = (rng.standard_normal((N, C)) * 3).astype(dtype)
+    x[5], x[77, 3], x[500, 0] = -np.inf, np.nan, np.inf
+    labels = rng.integers(0, C, N)
+    probs = rng.dirichlet(np.ones(C), N).astype(dtype)
+    kw = dict(weight=np.linspace(0.5, 2, C), label_smoothing=0.05, reduction="none")
+
+    def results():
+        return [jitloss.softmax(x, temperature=0.7), jitloss.log_softmax(x),
+                jitloss.logsumexp(x), jitloss.cross_entropy(x, labels, **kw),
+                *jitloss.cross_entropy_with_grad(x, labels, **kw),
+                jitloss.cross_entropy(x, probs, **kw),
+                *jitloss.cross_entropy_with_grad(x, probs, **kw)]
+
+    want = results()
+    assert cpu.tile_rows(N, C, x.itemsize)
+    for parallel_min in (1 << 40, 1):
+        monkeypatch.setattr(cpu, "PARALLEL_MIN_ELEMENTS", parallel_min)
+        for R in (24, 72, 128):
+            monkeypatch.setattr(cpu, "tile_width_for", lambda x2, R=R: R)
+            for a, b in zip(want, results()):
+                np.testing.assert_array_equal(a, b)
+    fine = np.isfinite(x).all(axis=1)
+    assert np.isnan(want[0][~fine]).all() and np.isnan(want[3][~fine]).all()
+    assert_close(want[0][fine], ref.softmax(x[fine].astype(np.float64), temperature=0.7),
+                 dtype, atol=np.finfo(dtype).tiny)
 
 
 def test_short_rows_in_tiles_same_bits_with_one_and_two_threads():

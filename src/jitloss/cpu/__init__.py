@@ -50,36 +50,76 @@ GROUP_ROW_BYTES = 512
 GROUP_BYTES = 16 << 10
 
 # Rows of at most TILE_ROW_BYTES (softmax, log_softmax, logsumexp, cross-entropy) are taken
-# TILE_ROWS at a time as the lanes of a (classes, TILE_ROWS) tile and go through the lane
-# kernels (see cpu/softmax.py, "row tiles"): rows shorter than 256 bytes (63 float32, 31
-# float64 classes).  The row kernels' loops take 64 float32 (32 float64) elements per
-# vector iteration and the rest one by one, so such a row runs scalar; a row of 64 runs
-# well, and there tiles measured 0.93-1.18x its time (float32, 2 threads, emeraldrapids).
-# From 33 to 63 float32 classes tiles took 0.54-0.97 of the time of the row kernels and
-# row groups (softmax 0.73-0.97, log_softmax 0.54-0.83, cross_entropy_with_grad
+# a tile at a time as the lanes of a (classes, rows) tile and go through the lane kernels
+# (see cpu/softmax.py, "row tiles"): rows shorter than 256 bytes (63 float32, 31 float64
+# classes).  The row kernels' loops take 64 float32 (32 float64) elements per vector
+# iteration and the rest one by one, so such a row runs scalar; a row of 64 runs well, and
+# there tiles of 128 rows measured 0.93-1.18x its time (float32, 2 threads, emeraldrapids).
+# From 33 to 63 float32 classes tiles of 128 rows took 0.54-0.97 of the time of the row
+# kernels and row groups (softmax 0.73-0.97, log_softmax 0.54-0.83, cross_entropy_with_grad
 # 0.78-1.07), from 17 to 31 float64 0.55-0.85 (cross_entropy_with_grad 0.81-0.88 at 18-20
 # classes, 1.10-1.24 at 24-28: level on the whole, kept under the one rule).
 TILE_ROW_BYTES = 252
-TILE_ROWS = 128
+# A tile holds up to TILE_BYTES (classes x rows; each class row at most LANE_WIDE_BYTES):
+# wider tiles spread the lane blocks' work per class, and the tile's allocation, over more
+# rows.  Float32, 2 threads, emeraldrapids (2 MiB L2), in-process against tiles of 128
+# rows, the same bits: at 1024 rows (128 KiB at 32 classes) softmax, log_softmax and
+# logsumexp took 0.73-0.91 of the time at 65536 x 32, 0.69-0.82 at 262144 x 10, 0.84-0.86
+# at 2048 x 32, 0.75-0.81 at 4096 x 48, cross_entropy 0.81-0.90, with the gradient
+# 0.77-0.86, probability targets with the gradient 0.65-0.84; at 2048 rows (256 KiB) 32
+# classes measured 0.86-1.04.  Float64 at 512 rows: 0.78-1.00 at 65536 x 16, 32768 x 31
+# and 2048 x 24; at 1024 rows (248 KiB) 32768 x 31 measured 0.80-0.98.
+TILE_BYTES = 128 << 10
 # Fewer rows take the row kernels: the tiles' scratch costs more than the rows' chains
 # (measured, float32 softmax of 14 classes: 1.44x the time at 4 rows, 1.23 at 8, 0.94 at
-# 16, 0.81 at 32).  Rows longer than TILE_SHORT_BYTES tile only by whole tiles: a narrow
-# tile's lane block calls a helper per class and pass for a vector or two of lanes
-# (against the row kernels, float32, 2 threads: 40 classes 1.10-1.45x the time at 16 and
-# 32 rows, 0.97-1.19 at 64, 0.73-1.05 at 128; 63 classes 0.99-1.24 at 32 rows, 0.84-1.01
-# at 64, 0.67-0.80 at 128).
+# 16, 0.81 at 32).  Rows longer than TILE_SHORT_BYTES tile only from TILE_LONG_MIN_ROWS
+# rows on: a narrow tile's lane block calls a helper per class and pass for a vector or two
+# of lanes (against the row kernels, float32, 2 threads: 40 classes 1.10-1.45x the time at
+# 16 and 32 rows, 0.97-1.19 at 64, 0.73-1.05 at 128; 63 classes 0.99-1.24 at 32 rows,
+# 0.84-1.01 at 64, 0.67-0.80 at 128).
 TILE_MIN_ROWS = 16
 TILE_SHORT_BYTES = 128
+TILE_LONG_MIN_ROWS = 128
 
 
 @register_jitable
 def tile_rows(rows: int, classes: int, itemsize: int) -> bool:
     """True if (rows, classes) rows take the row tiles: rows of at most TILE_ROW_BYTES, at
-    least TILE_MIN_ROWS of them, and a whole tile (TILE_ROWS) of them if they are longer
-    than TILE_SHORT_BYTES.  Shape and dtype only, like group_rows."""
+    least TILE_MIN_ROWS of them, and TILE_LONG_MIN_ROWS of them if they are longer than
+    TILE_SHORT_BYTES.  Shape and dtype only, like group_rows."""
     row = classes * itemsize
-    least = TILE_MIN_ROWS if row <= TILE_SHORT_BYTES else TILE_ROWS
+    least = TILE_MIN_ROWS if row <= TILE_SHORT_BYTES else TILE_LONG_MIN_ROWS
     return rows >= least and row <= TILE_ROW_BYTES
+
+
+@register_jitable
+def tile_top(classes: int, itemsize: int) -> int:
+    """Rows of the widest tile of rows of ``classes`` elements: at most TILE_BYTES in all
+    and LANE_WIDE_BYTES a class row, in whole cache lines (512 to 2048 float32 rows, 256
+    to 1024 float64, for the rows that tile_rows admits).  A serial kernel's tiles."""
+    line = 64 // itemsize
+    top = min(LANE_WIDE_BYTES // itemsize, TILE_BYTES // (max(1, classes) * itemsize))
+    return max(line, top // line * line)
+
+
+def tile_width_for(x2) -> int:
+    """Rows per tile for the (rows, classes) array x2 and the threads that would run it:
+    tile_top on one thread; on several, as many tiles per thread as tiles of tile_top
+    rows would need, each the thread's even share of the rows divided among them, rounded
+    up to whole cache lines: the busiest thread takes at most a line's rows per tile more
+    than its share, and no tile is narrower than it must be (a tile's results do not
+    depend on its width).  lane_width's rule, the least work for the busiest thread, would
+    take tiles of 96 rows for 9000 x 63 float32 (4512 rows for the busiest thread against
+    4608 in tiles of 512), and narrow tiles cost more per row."""
+    rows, classes = x2.shape
+    top = tile_top(classes, x2.itemsize)
+    threads = threads_for(x2.size)
+    if threads <= 1:
+        return top
+    line = 64 // x2.itemsize
+    per_thread = -(-rows // (threads * top))
+    even = -(-rows // (threads * per_thread))
+    return min(top, -(-even // line) * line)
 
 
 _parallel_lock = threading.Lock()
@@ -153,13 +193,14 @@ def threads_for(size: int) -> int:
 
 
 def run_rows(row_kernels, group_kernels, x2, *args, tile_kernels=None):
-    """``run`` for rows: the twins ``tile_kernels`` for the rows that tile_rows admits, else
+    """``run`` for rows: the twins ``tile_kernels`` for the rows that tile_rows admits (the
+    rows per tile from tile_width_for appended to the arguments), else
     ``group_kernels`` (G from group_rows appended to the arguments) for a batch of short
     rows of the (rows, classes) array x2, otherwise the twins ``row_kernels``; x2 is the
     kernels' first argument.  A family without tiles or groups passes None."""
     rows, classes = x2.shape
     if tile_kernels is not None and tile_rows(rows, classes, x2.itemsize):
-        return run(*tile_kernels, x2.size, x2, *args)
+        return run(*tile_kernels, x2.size, x2, *args, tile_width_for(x2))
     G = group_rows(rows, classes, x2.itemsize) if group_kernels is not None else 0
     if G:
         return run(*group_kernels, x2.size, x2, *args, G)

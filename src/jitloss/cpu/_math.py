@@ -58,7 +58,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 from numba.np.numpy_support import as_dtype
 
-from . import LANE_ROW_BYTES, LANE_WIDE_BYTES, TILE_ROWS, l2_bytes
+from . import LANE_ROW_BYTES, LANE_WIDE_BYTES, l2_bytes
 
 __all__ = [
     "BLOCK",
@@ -1059,10 +1059,10 @@ def lanes_to_rows(U, out2, r0, g):
 
 
 @njit
-def tile(rows, like):
-    """A (1, classes, R) tile of like's dtype for short rows taken as lanes (rows_to_lanes),
-    R = min(TILE_ROWS, rows)."""
-    return np.empty((1, like.shape[1], min(TILE_ROWS, rows)), like.dtype)
+def tile(rows, R, like):
+    """A (1, classes, min(R, rows)) tile of like's dtype for short rows taken R at a time as
+    lanes (rows_to_lanes)."""
+    return np.empty((1, like.shape[1], min(R, rows)), like.dtype)
 
 
 @njit

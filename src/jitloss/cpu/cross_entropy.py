@@ -34,7 +34,7 @@ import numpy as np
 from numba import njit, prange, uint64
 
 from .. import _formulas as formulas
-from . import TILE_ROWS, group_rows, lane_width_for, run, run_rows, tile_rows
+from . import group_rows, lane_width_for, run, run_rows, tile_rows, tile_top
 from ._labels import scan
 from ._math import (
     AHEAD,
@@ -134,7 +134,8 @@ def index_small(x2, y1, ignore, w):
     loss1 = np.empty(x2.shape[0], np.float64)
     G = group_rows(x2.shape[0], x2.shape[1], x2.itemsize)
     if tile_rows(x2.shape[0], x2.shape[1], x2.itemsize):
-        _index_tiles_serial(x2, y1, w, float(x2.shape[1]), ignore, 0.0, 0.0, loss1)
+        _index_tiles_serial(x2, y1, w, float(x2.shape[1]), ignore, 0.0, 0.0, loss1,
+                            tile_top(x2.shape[1], x2.itemsize))
     elif G:
         _index_groups_serial(x2, y1, w, float(x2.shape[1]), ignore, 0.0, 0.0, loss1, G)
     else:
@@ -158,7 +159,7 @@ def index_grad_small(x2, y1, ignore, w, mean, g2):
     args = (x2, y1, w, float(x2.shape[1]), ignore, 0.0, 0.0, scale1, loss1, g2)
     G = group_rows(x2.shape[0], x2.shape[1], x2.itemsize)
     if tile_rows(x2.shape[0], x2.shape[1], x2.itemsize):
-        _index_grad_tiles_serial(*args)
+        _index_grad_tiles_serial(*args, tile_top(x2.shape[1], x2.itemsize))
     elif G:
         _index_grad_groups_serial(*args, G)
     else:
@@ -174,7 +175,7 @@ def prob_small(x2, t2, w):
     loss1 = np.empty(x2.shape[0], np.float64)
     G = group_rows(x2.shape[0], x2.shape[1], x2.itemsize)
     if tile_rows(x2.shape[0], x2.shape[1], x2.itemsize):
-        _prob_tiles_serial(x2, t2, w, 0.0, 0.0, loss1)
+        _prob_tiles_serial(x2, t2, w, 0.0, 0.0, loss1, tile_top(x2.shape[1], x2.itemsize))
     elif G:
         _prob_groups_serial(x2, t2, w, 0.0, 0.0, loss1, G)
     else:
@@ -194,7 +195,8 @@ def prob_grad_small(x2, t2, w, mean, g2):
     scale1 = np.full(x2.shape[0], k)
     G = group_rows(x2.shape[0], x2.shape[1], x2.itemsize)
     if tile_rows(x2.shape[0], x2.shape[1], x2.itemsize):
-        _prob_grad_tiles_serial(x2, t2, w, 0.0, 0.0, scale1, loss1, g2)
+        _prob_grad_tiles_serial(x2, t2, w, 0.0, 0.0, scale1, loss1, g2,
+                                tile_top(x2.shape[1], x2.itemsize))
     elif G:
         _prob_grad_groups_serial(x2, t2, w, 0.0, 0.0, scale1, loss1, g2, G)
     else:
@@ -964,24 +966,24 @@ def _index_tile(x2, y1, w, wsum, ignore, eps, z, loss1, r0, T):
 
 
 @njit(parallel=True, cache=True)
-def _index_tiles(x2, y1, w, wsum, ignore, eps, z, loss1):
-    # _index_rows for short rows, TILE_ROWS rows at a time as lanes
+def _index_tiles(x2, y1, w, wsum, ignore, eps, z, loss1, R):
+    # _index_rows for short rows, R rows at a time as lanes
     wide_vectors()
     N = x2.shape[0]
-    for t in prange((N + TILE_ROWS - 1) // TILE_ROWS):
+    for t in prange((N + R - 1) // R):
         wide_vectors()
-        _index_tile(x2, y1, w, wsum, ignore, eps, z, loss1, t * TILE_ROWS, tile(N, x2))
+        _index_tile(x2, y1, w, wsum, ignore, eps, z, loss1, t * R, tile(N, R, x2))
 
 
 @njit(cache=True)
-def _index_tiles_serial(x2, y1, w, wsum, ignore, eps, z, loss1):
+def _index_tiles_serial(x2, y1, w, wsum, ignore, eps, z, loss1, R):
     # serial twin of _index_tiles, for small inputs
     wide_vectors()
     x2, y1, w, loss1 = borrowed(x2), borrowed(y1), borrowed(w), borrowed(loss1)
     N = x2.shape[0]
-    T = tile(N, x2)
-    for t in range((N + TILE_ROWS - 1) // TILE_ROWS):
-        _index_tile(x2, y1, w, wsum, ignore, eps, z, loss1, t * TILE_ROWS, T)
+    T = tile(N, R, x2)
+    for t in range((N + R - 1) // R):
+        _index_tile(x2, y1, w, wsum, ignore, eps, z, loss1, t * R, T)
 
 
 @njit
@@ -995,26 +997,26 @@ def _index_grad_tile(x2, y1, w, wsum, ignore, eps, z, scale1, loss1, g2, r0, T, 
 
 
 @njit(parallel=True, cache=True)
-def _index_grad_tiles(x2, y1, w, wsum, ignore, eps, z, scale1, loss1, g2):
-    # _index_grad_rows for short rows, TILE_ROWS rows at a time as lanes
+def _index_grad_tiles(x2, y1, w, wsum, ignore, eps, z, scale1, loss1, g2, R):
+    # _index_grad_rows for short rows, R rows at a time as lanes
     wide_vectors()
     N = x2.shape[0]
-    for t in prange((N + TILE_ROWS - 1) // TILE_ROWS):
+    for t in prange((N + R - 1) // R):
         wide_vectors()
-        _index_grad_tile(x2, y1, w, wsum, ignore, eps, z, scale1, loss1, g2, t * TILE_ROWS,
-                         tile(N, x2), tile(N, x2))
+        _index_grad_tile(x2, y1, w, wsum, ignore, eps, z, scale1, loss1, g2, t * R,
+                         tile(N, R, x2), tile(N, R, x2))
 
 
 @njit(cache=True)
-def _index_grad_tiles_serial(x2, y1, w, wsum, ignore, eps, z, scale1, loss1, g2):
+def _index_grad_tiles_serial(x2, y1, w, wsum, ignore, eps, z, scale1, loss1, g2, R):
     # serial twin of _index_grad_tiles, for small inputs
     wide_vectors()
     x2, y1, w, scale1 = borrowed(x2), borrowed(y1), borrowed(w), borrowed(scale1)
     loss1, g2 = borrowed(loss1), borrowed(g2)
     N = x2.shape[0]
-    T, U = tile(N, x2), tile(N, x2)
-    for t in range((N + TILE_ROWS - 1) // TILE_ROWS):
-        _index_grad_tile(x2, y1, w, wsum, ignore, eps, z, scale1, loss1, g2, t * TILE_ROWS,
+    T, U = tile(N, R, x2), tile(N, R, x2)
+    for t in range((N + R - 1) // R):
+        _index_grad_tile(x2, y1, w, wsum, ignore, eps, z, scale1, loss1, g2, t * R,
                          T, U)
 
 
@@ -1027,24 +1029,24 @@ def _prob_tile(x2, t2, w, eps, z, loss1, r0, T, P):
 
 
 @njit(parallel=True, cache=True)
-def _prob_tiles(x2, t2, w, eps, z, loss1):
-    # _prob_rows for short rows, TILE_ROWS rows at a time as lanes
+def _prob_tiles(x2, t2, w, eps, z, loss1, R):
+    # _prob_rows for short rows, R rows at a time as lanes
     wide_vectors()
     N = x2.shape[0]
-    for t in prange((N + TILE_ROWS - 1) // TILE_ROWS):
+    for t in prange((N + R - 1) // R):
         wide_vectors()
-        _prob_tile(x2, t2, w, eps, z, loss1, t * TILE_ROWS, tile(N, x2), tile(N, x2))
+        _prob_tile(x2, t2, w, eps, z, loss1, t * R, tile(N, R, x2), tile(N, R, x2))
 
 
 @njit(cache=True)
-def _prob_tiles_serial(x2, t2, w, eps, z, loss1):
+def _prob_tiles_serial(x2, t2, w, eps, z, loss1, R):
     # serial twin of _prob_tiles, for small inputs
     wide_vectors()
     x2, t2, w, loss1 = borrowed(x2), borrowed(t2), borrowed(w), borrowed(loss1)
     N = x2.shape[0]
-    T, P = tile(N, x2), tile(N, x2)
-    for t in range((N + TILE_ROWS - 1) // TILE_ROWS):
-        _prob_tile(x2, t2, w, eps, z, loss1, t * TILE_ROWS, T, P)
+    T, P = tile(N, R, x2), tile(N, R, x2)
+    for t in range((N + R - 1) // R):
+        _prob_tile(x2, t2, w, eps, z, loss1, t * R, T, P)
 
 
 @njit
@@ -1058,26 +1060,26 @@ def _prob_grad_tile(x2, t2, w, eps, z, scale1, loss1, g2, r0, T, P, U):
 
 
 @njit(parallel=True, cache=True)
-def _prob_grad_tiles(x2, t2, w, eps, z, scale1, loss1, g2):
-    # _prob_grad_rows for short rows, TILE_ROWS rows at a time as lanes
+def _prob_grad_tiles(x2, t2, w, eps, z, scale1, loss1, g2, R):
+    # _prob_grad_rows for short rows, R rows at a time as lanes
     wide_vectors()
     N = x2.shape[0]
-    for t in prange((N + TILE_ROWS - 1) // TILE_ROWS):
+    for t in prange((N + R - 1) // R):
         wide_vectors()
-        _prob_grad_tile(x2, t2, w, eps, z, scale1, loss1, g2, t * TILE_ROWS, tile(N, x2),
-                        tile(N, x2), tile(N, x2))
+        _prob_grad_tile(x2, t2, w, eps, z, scale1, loss1, g2, t * R, tile(N, R, x2),
+                        tile(N, R, x2), tile(N, R, x2))
 
 
 @njit(cache=True)
-def _prob_grad_tiles_serial(x2, t2, w, eps, z, scale1, loss1, g2):
+def _prob_grad_tiles_serial(x2, t2, w, eps, z, scale1, loss1, g2, R):
     # serial twin of _prob_grad_tiles, for small inputs
     wide_vectors()
     x2, t2, w, scale1 = borrowed(x2), borrowed(t2), borrowed(w), borrowed(scale1)
     loss1, g2 = borrowed(loss1), borrowed(g2)
     N = x2.shape[0]
-    T, P, U = tile(N, x2), tile(N, x2), tile(N, x2)
-    for t in range((N + TILE_ROWS - 1) // TILE_ROWS):
-        _prob_grad_tile(x2, t2, w, eps, z, scale1, loss1, g2, t * TILE_ROWS, T, P, U)
+    T, P, U = tile(N, R, x2), tile(N, R, x2), tile(N, R, x2)
+    for t in range((N + R - 1) // R):
+        _prob_grad_tile(x2, t2, w, eps, z, scale1, loss1, g2, t * R, T, P, U)
 
 
 # --- lane kernels -----------------------------------------------------------------------------

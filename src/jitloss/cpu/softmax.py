@@ -17,7 +17,7 @@ import numpy as np
 from numba import njit, prange, uint64
 
 from .. import _formulas as formulas
-from . import TILE_ROWS, group_rows, lane_width_for, run, run_rows, tile_rows
+from . import group_rows, lane_width_for, run, run_rows, tile_rows, tile_top
 from ._math import (
     BLOCK,
     row_dot_block,
@@ -132,7 +132,7 @@ def softmax_small(x):
     out = np.empty_like(x)
     x2, out2 = _as_rows(x), _as_rows(out)
     if tile_rows(x2.shape[0], x2.shape[1], x2.itemsize):
-        _softmax_tiles_serial(x2, out2, _ONE)
+        _softmax_tiles_serial(x2, out2, _ONE, tile_top(x2.shape[1], x2.itemsize))
     else:
         _softmax_rows_serial(x2, out2, _ONE)
     return out
@@ -145,7 +145,7 @@ def log_softmax_small(x):
     x2, out2 = _as_rows(x), _as_rows(out)
     G = group_rows(x2.shape[0], x2.shape[1], x2.itemsize)
     if tile_rows(x2.shape[0], x2.shape[1], x2.itemsize):
-        _log_softmax_tiles_serial(x2, out2, _ONE)
+        _log_softmax_tiles_serial(x2, out2, _ONE, tile_top(x2.shape[1], x2.itemsize))
     elif G:
         _log_softmax_groups_serial(x2, out2, _ONE, G)
     else:
@@ -176,7 +176,7 @@ def logsumexp_small(x):
     out1 = np.empty(x2.shape[0], x2.dtype)
     G = group_rows(x2.shape[0], x2.shape[1], x2.itemsize)
     if tile_rows(x2.shape[0], x2.shape[1], x2.itemsize):
-        _logsumexp_tiles_serial(x2, out1)
+        _logsumexp_tiles_serial(x2, out1, tile_top(x2.shape[1], x2.itemsize))
     elif G:
         _logsumexp_groups_serial(x2, out1, G)
     else:
@@ -583,18 +583,20 @@ def _logsumexp_groups_serial(x2, out1, G):
 # softmax row took 60-80 ns, most of it waiting on that chain, whatever the row kernels'
 # loops did.  The lane kernels have no such chain per row: each step runs over all lanes
 # at once, one vector of lanes per class.  So rows of at most TILE_ROW_BYTES
-# (cpu/__init__.py) are transposed TILE_ROWS at a time into the lanes of a (classes,
-# TILE_ROWS) tile (rows_to_lanes, in transpose_block's 16 x 16 blocks), go through the
-# lane kernel's block, and are transposed back (lanes_to_rows).  Single-threaded against
-# the row kernels (float32, emeraldrapids): softmax 0.32 of the time at 10 classes, 0.41
-# at 16, 0.58 at 32 (1.4 at 64); log_softmax 0.37, 0.53, 0.73; logsumexp, against the row
-# groups, 0.37, 0.54, 0.58.  Up to 63 float32 classes (31 float64) the row kernels' loops
-# run scalar, and tiles took 0.54-0.97 of their time (see TILE_ROW_BYTES); at 64 classes a
-# row is one vector iteration, and stays.  The backward functions, whose rows wait on no
-# exponentials, keep their row kernels: in tiles softmax_backward took 0.96-1.65x the time, and
-# log_softmax_backward 0.61x at 10 classes but 1.56x at 32 (2 threads).  A row's results
+# (cpu/__init__.py) are transposed R at a time (tile_width_for: up to TILE_BYTES a tile)
+# into the lanes of a (classes, R) tile (rows_to_lanes, in transpose_block's 16 x 16
+# blocks), go through the lane kernel's block, and are transposed back (lanes_to_rows).
+# Single-threaded against the row kernels (float32, emeraldrapids), tiles of 128 rows,
+# which the wider tiles now taken beat (see TILE_BYTES): softmax 0.32 of the time at 10
+# classes, 0.41 at 16, 0.58 at 32 (1.4 at 64); log_softmax 0.37, 0.53, 0.73; logsumexp,
+# against the row groups, 0.37, 0.54, 0.58.  Up to 63 float32 classes (31 float64) the row
+# kernels' loops run scalar, and tiles took 0.54-0.97 of their time (see TILE_ROW_BYTES);
+# at 64 classes a row is one vector iteration, and stays.  The backward functions, whose
+# rows wait on no exponentials, keep their row kernels: in tiles of 128 rows
+# softmax_backward took 0.96-1.65x the time, and log_softmax_backward 0.61x at 10 classes
+# but 1.56x at 32 (2 threads).  A row's results
 # are the lane kernels' arithmetic (the same bits as the row taken along axis 0), whatever
-# the number of rows, threads or the tile it falls in.
+# the number of rows, threads, the tiles' width or the tile it falls in.
 
 
 @njit
@@ -607,25 +609,25 @@ def _softmax_tile(x2, out2, s, r0, T, U):
 
 
 @njit(parallel=True, cache=True)
-def _softmax_tiles(x2, out2, s):
-    # _softmax_rows for short rows, TILE_ROWS rows at a time as lanes
+def _softmax_tiles(x2, out2, s, R):
+    # _softmax_rows for short rows, R rows at a time as lanes
     wide_vectors()
     N = x2.shape[0]
-    for t in prange((N + TILE_ROWS - 1) // TILE_ROWS):
+    for t in prange((N + R - 1) // R):
         wide_vectors()
-        T, U = tile(N, x2), tile(N, x2)
-        _softmax_tile(x2, out2, s, t * TILE_ROWS, T, U)
+        T, U = tile(N, R, x2), tile(N, R, x2)
+        _softmax_tile(x2, out2, s, t * R, T, U)
 
 
 @njit(cache=True)
-def _softmax_tiles_serial(x2, out2, s):
+def _softmax_tiles_serial(x2, out2, s, R):
     # serial twin of _softmax_tiles, for small inputs
     wide_vectors()
     x2, out2, s = borrowed(x2), borrowed(out2), borrowed(s)
     N = x2.shape[0]
-    T, U = tile(N, x2), tile(N, x2)
-    for t in range((N + TILE_ROWS - 1) // TILE_ROWS):
-        _softmax_tile(x2, out2, s, t * TILE_ROWS, T, U)
+    T, U = tile(N, R, x2), tile(N, R, x2)
+    for t in range((N + R - 1) // R):
+        _softmax_tile(x2, out2, s, t * R, T, U)
 
 
 @njit
@@ -638,25 +640,25 @@ def _log_softmax_tile(x2, out2, s, r0, T, U):
 
 
 @njit(parallel=True, cache=True)
-def _log_softmax_tiles(x2, out2, s):
-    # _log_softmax_rows for short rows, TILE_ROWS rows at a time as lanes
+def _log_softmax_tiles(x2, out2, s, R):
+    # _log_softmax_rows for short rows, R rows at a time as lanes
     wide_vectors()
     N = x2.shape[0]
-    for t in prange((N + TILE_ROWS - 1) // TILE_ROWS):
+    for t in prange((N + R - 1) // R):
         wide_vectors()
-        T, U = tile(N, x2), tile(N, x2)
-        _log_softmax_tile(x2, out2, s, t * TILE_ROWS, T, U)
+        T, U = tile(N, R, x2), tile(N, R, x2)
+        _log_softmax_tile(x2, out2, s, t * R, T, U)
 
 
 @njit(cache=True)
-def _log_softmax_tiles_serial(x2, out2, s):
+def _log_softmax_tiles_serial(x2, out2, s, R):
     # serial twin of _log_softmax_tiles, for small inputs
     wide_vectors()
     x2, out2, s = borrowed(x2), borrowed(out2), borrowed(s)
     N = x2.shape[0]
-    T, U = tile(N, x2), tile(N, x2)
-    for t in range((N + TILE_ROWS - 1) // TILE_ROWS):
-        _log_softmax_tile(x2, out2, s, t * TILE_ROWS, T, U)
+    T, U = tile(N, R, x2), tile(N, R, x2)
+    for t in range((N + R - 1) // R):
+        _log_softmax_tile(x2, out2, s, t * R, T, U)
 
 
 @njit
@@ -668,24 +670,24 @@ def _logsumexp_tile(x2, out1, r0, T):
 
 
 @njit(parallel=True, cache=True)
-def _logsumexp_tiles(x2, out1):
-    # _logsumexp_rows for short rows, TILE_ROWS rows at a time as lanes
+def _logsumexp_tiles(x2, out1, R):
+    # _logsumexp_rows for short rows, R rows at a time as lanes
     wide_vectors()
     N = x2.shape[0]
-    for t in prange((N + TILE_ROWS - 1) // TILE_ROWS):
+    for t in prange((N + R - 1) // R):
         wide_vectors()
-        _logsumexp_tile(x2, out1, t * TILE_ROWS, tile(N, x2))
+        _logsumexp_tile(x2, out1, t * R, tile(N, R, x2))
 
 
 @njit(cache=True)
-def _logsumexp_tiles_serial(x2, out1):
+def _logsumexp_tiles_serial(x2, out1, R):
     # serial twin of _logsumexp_tiles, for small inputs
     wide_vectors()
     x2, out1 = borrowed(x2), borrowed(out1)
     N = x2.shape[0]
-    T = tile(N, x2)
-    for t in range((N + TILE_ROWS - 1) // TILE_ROWS):
-        _logsumexp_tile(x2, out1, t * TILE_ROWS, T)
+    T = tile(N, R, x2)
+    for t in range((N + R - 1) // R):
+        _logsumexp_tile(x2, out1, t * R, T)
 
 
 # --- lane kernels (classes strided, inner contiguous) ---------------------------------------
