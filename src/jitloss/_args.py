@@ -509,6 +509,8 @@ def writes_through(out: np.ndarray, *inputs: np.ndarray, apart=()) -> bool:
     if any(b is not None and np.may_share_memory(out, b) for b in apart):
         return False
     for a in inputs:
+        if a is out:  # in place: the same array, so the same memory and layout
+            continue
         if np.may_share_memory(out, a):
             same = (
                 out.__array_interface__["data"][0] == a.__array_interface__["data"][0]

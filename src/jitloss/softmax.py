@@ -75,9 +75,10 @@ def _small_rows(kernel, x, axis, temperature, out, *more):
 def _map_rows(launcher, arrays, names, axis, out, *params):
     """Run an elementwise-shaped launcher (output shaped like the first input) on the CPU."""
     x = arrays[0]
-    if out is None and type(x) is np.ndarray and type(axis) is int:
-        # the common case (C-contiguous float32/float64 rows along the last axis), without
-        # the general machinery: about 2 us of a small call
+    if type(x) is np.ndarray and type(axis) is int:
+        # the common case (C-contiguous float32/float64 rows along the last axis, out= of
+        # the same layout or none), without the general machinery: about 2 us of a small
+        # call, 6-7 us with out= (measured on a 16 x 14 softmax: 4.5 us against 11.7)
         shape = x.shape
         if (
             shape
@@ -88,7 +89,17 @@ def _map_rows(launcher, arrays, names, axis, out, *params):
             and (len(arrays) == 1 or _same_layout(arrays, x))
         ):
             classes = shape[-1]
-            return launcher(*[a.reshape(-1, classes) for a in arrays], *params).reshape(shape)
+            rows = [a.reshape(-1, classes) for a in arrays]
+            if out is None:
+                return launcher(*rows, *params).reshape(shape)
+            if (
+                type(out) is np.ndarray
+                and _same_layout((x, out), x)
+                and out.flags.writeable
+                and _args.writes_through(out, *arrays)
+            ):
+                launcher(*rows, *params, out3=out.reshape(-1, classes))
+                return out
     arrays, compute, result = float_inputs(*zip(arrays, names))
     if any(a.shape != arrays[0].shape for a in arrays[1:]):
         shapes = ", ".join(f"{n} {a.shape}" for n, a in zip(names, arrays))
@@ -270,6 +281,16 @@ def logsumexp(x: ArrayLike, axis: Axis = -1, *, b: Optional[ArrayLike] = None,
     if _args.is_cuda_array(x) or _args.is_cuda_array(b):
         return _cuda().logsumexp_public(x, axis, b, keepdims, return_sign, out)
     cpu = _cpu
+    if (b is None and not return_sign and type(x) is np.ndarray and type(out) is np.ndarray
+            and x.ndim and type(axis) is int and (axis == -1 or axis == x.ndim - 1)
+            and x.size and x.dtype in _args.NATIVE and x.flags.c_contiguous
+            and out.dtype == x.dtype and out.flags.c_contiguous and out.flags.writeable
+            and out.shape == x.shape[:-1] + ((1,) if keepdims else ())
+            and _args.writes_through(out, apart=(x,))):
+        # out= into C order along the last axis, without the general machinery below:
+        # 4 us instead of 10 for 16 x 14 (the same launcher, the same bits)
+        cpu.logsumexp(x.reshape(-1, x.shape[-1], 1), out2=out.reshape(-1, 1))
+        return out
     pairs = [(x, "x")] if b is None else [(x, "x"), (b, "b")]
     arrays, compute, result = float_inputs(*pairs)
     a = arrays[0]

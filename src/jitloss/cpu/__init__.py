@@ -102,6 +102,9 @@ def tile_top(classes: int, itemsize: int) -> int:
     return max(line, top // line * line)
 
 
+_tile_top = functools.lru_cache(maxsize=256)(tile_top)  # for Python callers: 0.1 us, not 0.5
+
+
 def tile_width_for(x2) -> int:
     """Rows per tile for the (rows, classes) array x2 and the threads that would run it:
     tile_top on one thread; on several, as many tiles per thread as tiles of tile_top
@@ -112,7 +115,7 @@ def tile_width_for(x2) -> int:
     take tiles of 96 rows for 9000 x 63 float32 (4512 rows for the busiest thread against
     4608 in tiles of 512), and narrow tiles cost more per row."""
     rows, classes = x2.shape
-    top = tile_top(classes, x2.itemsize)
+    top = _tile_top(classes, x2.itemsize)
     threads = threads_for(x2.size)
     if threads <= 1:
         return top
