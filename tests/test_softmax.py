@@ -860,6 +860,23 @@ def test_hypothesis_matches_scipy(x, axis):
 
 
 
+def test_lane_width_counts_each_tasks_cost():
+    # Bug: lane_width counted lanes only, and took pieces of 64 lanes for 8 x 3000 lanes
+    # and 96 for 9000 on two threads (a lane block costs calls per class row: those took
+    # 1.6-2.3x the time of pieces of 512 at 8 x 100 x 3000 float32 along axis 1)
+    from jitloss.cpu import LANE_MIN, lane_width
+
+    for outer, inner in [(8, 3000), (2, 3000), (1, 9000), (1, 100000), (8, 1000)]:
+        for threads in (2, 4):
+            w = lane_width(outer, inner, 4, threads)
+            tasks = outer * -(-inner // w)
+            assert w >= 256, (outer, inner, threads, w)
+            # and the busiest thread still has at most a task more than its share
+            assert -(-tasks // threads) <= tasks / threads + 1
+    assert lane_width(1, 1000, 4, 2) == 512 and lane_width(1, 256, 4, 2) == 128  # halves
+    assert lane_width(5, 700, 8, 1) == max(LANE_MIN, 2048 // 8)  # one thread: the widest
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_axis0_spanning_several_lane_blocks_and_a_partial_one(dtype):
     # inner = 1100 lanes: two whole blocks or more and a partial one, whatever the thread
