@@ -594,9 +594,9 @@ def _logsumexp_groups_serial(x2, out1, G):
 # at 64 classes a row is one vector iteration, and stays.  The backward functions, whose
 # rows wait on no exponentials, keep their row kernels: in tiles of 128 rows
 # softmax_backward took 0.96-1.65x the time, and log_softmax_backward 0.61x at 10 classes
-# but 1.56x at 32 (2 threads).  A row's results
-# are the lane kernels' arithmetic (the same bits as the row taken along axis 0), whatever
-# the number of rows, threads, the tiles' width or the tile it falls in.
+# but 1.56x at 32 (2 threads).  A row's results are the lane kernels' arithmetic (the same
+# bits as the row taken along axis 0), whatever the number of rows, threads, the tiles'
+# width or the tile it falls in.
 
 
 @njit
