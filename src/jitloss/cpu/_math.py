@@ -1310,10 +1310,15 @@ def prefetch_lanes(a3, o, j, i0, w):
 
 
 # Rows: a row kernel working on row i (several passes over it, in L1) asks for row i + 1,
-# so its first pass does not wait on memory.  Measured on znver5, float32 softmax of
-# 4096x1000: 10% off a single thread, 5-15% at two.  Rows longer than PREFETCH_ROW_BYTES
-# are streamed well by the hardware prefetchers.
-PREFETCH_ROW_BYTES = 16 << 10
+# so its first pass does not wait on memory.  On znver5, float32 softmax of 4096x1000, that
+# took 10% off a single thread and 5-15% at two, with hints for rows of up to 16 KiB.  On
+# znver4 (2 vCPUs, in-process against those hints) rows of 500 to 4000 float32 classes ran
+# faster without them: 4096x1000 softmax 0.75-0.86 of the time, log_softmax 0.84-0.91,
+# cross_entropy_with_grad 0.83-0.90 (1 and 2 threads), 2048x2000 0.77-0.92, 8192x500
+# 0.91-1.01; at 256 classes they measured 0.90-1.16, level.  The hints cost an instruction
+# per cache line, and the hardware prefetchers follow rows this long, so only rows of at
+# most PREFETCH_ROW_BYTES get them.
+PREFETCH_ROW_BYTES = 1 << 10
 
 
 @njit
