@@ -248,12 +248,13 @@ def test_float32_lanes_within_2e6_of_exact(classes, seed):
                                rtol=2e-7)
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_log_softmax_rows_too_long_to_store_their_exponentials(dtype):
-    # rows over STORE_ROW_BYTES sum the terms as they are made instead of storing them in
-    # the output first: same accuracy, including log-probabilities close to 0, and in place
-    from jitloss.cpu import softmax as cpu_softmax
+def test_log_softmax_rows_longer_than_half_of_l2(dtype):
+    # rows over ONLINE_ROW_BYTES, which logsumexp reads once (online), are stored and summed
+    # by log_softmax as shorter rows are: the same accuracy, including log-probabilities
+    # close to 0, and in place
+    from jitloss.cpu import _math
 
-    classes = cpu_softmax.STORE_ROW_BYTES // np.dtype(dtype).itemsize + 5
+    classes = _math.ONLINE_ROW_BYTES // np.dtype(dtype).itemsize + 5
     x = _rng(17).standard_normal((2, classes)).astype(dtype)
     x[1] = -60.0
     x[1, 3] = 0.0  # log p = -log1p((C - 1) e**-60), about -5.7e-22 (float32) / -1.1e-21

@@ -52,9 +52,7 @@ from ._math import (
     rows_copy,
     rows_to_lanes,
     row_exp_sum,
-    ONLINE_ROW_BYTES,
     row_lse,
-    row_lse_parts,
     row_range,
     row_sum,
     row_sumexp,
@@ -66,12 +64,12 @@ from ._math import (
 )
 
 
-# log_softmax rows up to STORE_ROW_BYTES (a quarter of L2) store their exponentials in the
-# output row, then sum them (measured on znver3, ratio to np.copyto: 256 x 32000 float32
-# 0.92-1.00x storing, 1.12-1.21x not); longer ones take row_lse_parts (two passes up to
-# half of L2, online beyond), then form the output: the row and its output row no longer
-# both fit in L2 (32 x 128256 on znver5, 1 MiB L2: 6% faster than storing).
-STORE_ROW_BYTES = ONLINE_ROW_BYTES // 2
+# log_softmax rows store their exponentials in the output row as they sum them, however
+# long (measured on znver3, ratio to np.copyto: 256 x 32000 float32 0.92-1.00x storing,
+# 1.12-1.21x not).  Rows over a quarter of L2 took row_lse_parts (online beyond half of
+# L2) and then the output pass until a session on znver4 (1 MiB L2), where storing took
+# 0.86-0.94 of that time (32 x 128256 and 16 x 256000 float32, 1 and 2 threads, in-process);
+# on znver5 (1 MiB L2 too) it had measured 6% slower at 32 x 128256.
 _ONE = (1.0, 0.0)  # temperature 1
 
 
@@ -283,35 +281,27 @@ def _softmax_rows_serial(x2, out2, s):
 
 @njit
 def _log_softmax_row(x2, out2, i, s, aside):
-    # A row of up to STORE_ROW_BYTES stores its exponentials in out2 as it sums them
-    # (row_exp_sum), so in place (aside, as in _softmax_row) it reads a copy of row i: that
-    # loop must not read what it writes (see aside_row), and the output pass reads the copy.
-    # A sum S >= 2 gives log1p_rest(S - 1, 1) = log1p(S - 1), exact to the last bit of S (no
-    # term is small beside S); below 2 the largest term dominates, and the stored row is summed
-    # again without the terms equal to 1 (row_rest), which keeps a probability near 1 its
-    # tiny logarithm.  Against storing and then row_rest for every row: 0.88-0.98 of the
-    # time at 1000 to 128256 float32 classes, 0.93-1.05 at 64 (2 threads, emeraldrapids).
-    # A longer row does not fit in L2: row_lse_parts reads it once (online) for its maximum
-    # and sums, then the output pass.
+    # The row stores its exponentials in out2 as it sums them (row_exp_sum), so in place
+    # (aside, as in _softmax_row) it reads a copy of row i: that loop must not read what it
+    # writes (see aside_row), and the output pass reads the copy.  A sum S >= 2 gives
+    # log1p_rest(S - 1, 1) = log1p(S - 1), exact to the last bit of S (no term is small
+    # beside S); below 2 the largest term dominates, and the stored row is summed again
+    # without the terms equal to 1 (row_rest), which keeps a probability near 1 its tiny
+    # logarithm.  Against storing and then row_rest for every row: 0.88-0.98 of the time at
+    # 1000 to 128256 float32 classes, 0.93-1.05 at 64 (2 threads, emeraldrapids).
     wide_vectors()
     src, k = x2, i
-    if x2.shape[1] * x2.itemsize <= STORE_ROW_BYTES:
-        m, low = row_range(x2, i)
-        if not math.isfinite(m):
-            row_fill(out2, i, np.nan)
-            return
-        if aside:
-            src, k = aside_row(x2, i), i - i  # 0 of i's (prange) type
-        total = row_exp_sum(src, k, m, s, out2, i, near_ok(m, low, s))
-        if total >= 2.0:
-            rest, ties = total - 1.0, 1.0
-        else:
-            rest, ties = row_rest(out2, i)
+    m, low = row_range(x2, i)
+    if not math.isfinite(m):
+        row_fill(out2, i, np.nan)
+        return
+    if aside:
+        src, k = aside_row(x2, i), i - i  # 0 of i's (prange) type
+    total = row_exp_sum(src, k, m, s, out2, i, near_ok(m, low, s))
+    if total >= 2.0:
+        rest, ties = total - 1.0, 1.0
     else:
-        m, rest, ties = row_lse_parts(x2, i, s)
-        if not math.isfinite(m):
-            row_fill(out2, i, np.nan)
-            return
+        rest, ties = row_rest(out2, i)
     sm = as_type_of(s[0], x2)
     lsm = as_type_of(log1p_rest(rest, ties), x2)
     _log_softmax_out(src, k, out2, i, m, sm, lsm)
