@@ -270,7 +270,8 @@ def test_log_softmax_rows_longer_than_half_of_l2(dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_long_rows_read_once_online(dtype):
     # rows over ONLINE_ROW_BYTES are read once for their maximum and sums, chunk by chunk,
-    # the sums so far rescaled whenever a chunk raises the maximum
+    # the sums so far rescaled whenever a chunk raises the maximum (logsumexp and
+    # cross-entropy; log_softmax stores its exponentials and must agree with them)
     from jitloss.cpu import _math
 
     C = _math.ONLINE_ROW_BYTES // np.dtype(dtype).itemsize + 3 * _math.ONLINE_CHUNK + 7
