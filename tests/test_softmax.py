@@ -467,18 +467,20 @@ def test_which_rows_take_tiles():
 
 @pytest.mark.parametrize("itemsize", [4, 8])
 def test_tile_widths(itemsize):
-    # a tile holds at most TILE_BYTES, each class row at most LANE_WIDE_BYTES (the lane
-    # blocks' longest piece), in whole cache lines; on several threads the tiles share the
-    # rows out evenly (the busiest thread takes at most a cache line's rows per tile more
-    # than its share), none narrower than it must be
+    # a tile holds about TILE_BYTES (at most a cache line's rows more), each class row at
+    # most LANE_WIDE_BYTES (the lane blocks' longest piece), in an odd number of whole
+    # cache lines (a power of two puts a block's class rows in one L1 set); on several
+    # threads the tiles share the rows out evenly (the busiest thread takes at most two
+    # cache lines' rows per tile more than its share), none narrower than it must be
     cpu = jitloss.cpu
     line = 64 // itemsize
     for classes in range(1, cpu.TILE_ROW_BYTES // itemsize + 1):
         top = cpu.tile_top(classes, itemsize)
-        assert top % line == 0 and top * itemsize <= cpu.LANE_WIDE_BYTES
-        assert top * classes * itemsize <= cpu.TILE_BYTES
-        assert (top + line) * classes * itemsize > cpu.TILE_BYTES or (
-            (top + line) * itemsize > cpu.LANE_WIDE_BYTES)
+        assert top % line == 0 and (top // line) % 2 == 1
+        assert top * itemsize <= cpu.LANE_WIDE_BYTES
+        assert (top - line) * classes * itemsize <= cpu.TILE_BYTES
+        assert (top + 2 * line) * classes * itemsize > cpu.TILE_BYTES or (
+            (top + 2 * line) * itemsize > cpu.LANE_WIDE_BYTES)
     threads = min(2, numba.config.NUMBA_NUM_THREADS)
     if threads < 2:
         pytest.skip("one numba thread")
@@ -493,8 +495,8 @@ def test_tile_widths(itemsize):
             R, top = cpu.tile_width_for(x2), cpu.tile_top(classes, itemsize)
             tiles = -(-rows // R)
             per_thread = -(-tiles // threads)
-            assert R % line == 0 and R <= top
-            assert per_thread * R <= -(-rows // threads) + per_thread * line
+            assert R % line == 0 and (R // line) % 2 == 1 and R <= top
+            assert per_thread * R <= -(-rows // threads) + per_thread * 2 * line
             assert per_thread <= -(-rows // (threads * top))  # no narrower than need be
     finally:
         numba.set_num_threads(before)

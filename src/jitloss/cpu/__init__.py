@@ -68,7 +68,17 @@ TILE_ROW_BYTES = 252
 # at 2048 x 32, 0.75-0.81 at 4096 x 48, cross_entropy 0.81-0.90, with the gradient
 # 0.77-0.86, probability targets with the gradient 0.65-0.84; at 2048 rows (256 KiB) 32
 # classes measured 0.86-1.04.  Float64 at 512 rows: 0.78-1.00 at 65536 x 16, 32768 x 31
-# and 2048 x 24; at 1024 rows (248 KiB) 32768 x 31 measured 0.80-0.98.
+# and 2048 x 24; at 1024 rows (248 KiB) 32768 x 31 measured 0.80-0.98.  A tile is an
+# odd number of cache lines wide (odd_lines), at most one line over TILE_BYTES: with a
+# power of two (1024 float32 rows, 4 KiB a class row) a transposed block's 16 class rows
+# all fall in one set of the L1 cache, which on znver4 (32 KiB, 8 ways) cannot hold them.
+# Float32, 2 threads, znver4, in-process against the widths before, the same bits:
+# 65536 x 32 softmax 0.87-1.00 of the time, log_softmax 0.81-0.93, logsumexp 0.90,
+# cross_entropy 0.89, with the gradient 0.87; 262144 x 10 0.92-0.97, 65536 x 16
+# 0.81-0.94, 4096 x 48 0.92-0.95, 2048 x 32 0.99-1.00; float64 65536 x 16, 32768 x 31
+# and 262144 x 10 0.70-1.00, 4096 x 24 0.76-0.96; one thread 0.87-0.98.  (A transposed
+# 16 x 16 block from L1 into a tile of 1024 float32 rows took 0.18 ns an element, into
+# one of 1040 0.13.)
 TILE_BYTES = 128 << 10
 # Fewer rows take the row kernels: the tiles' scratch costs more than the rows' chains
 # (measured, float32 softmax of 14 classes: 1.44x the time at 4 rows, 1.23 at 8, 0.94 at
@@ -94,12 +104,25 @@ def tile_rows(rows: int, classes: int, itemsize: int) -> bool:
 
 @register_jitable
 def tile_top(classes: int, itemsize: int) -> int:
-    """Rows of the widest tile of rows of ``classes`` elements: at most TILE_BYTES in all
-    and LANE_WIDE_BYTES a class row, in whole cache lines (512 to 2048 float32 rows, 256
-    to 1024 float64, for the rows that tile_rows admits).  A serial kernel's tiles."""
+    """Rows of the widest tile of rows of ``classes`` elements: about TILE_BYTES in all
+    (at most a cache line's rows more) and at most LANE_WIDE_BYTES a class row (the lane
+    blocks' stack pieces), in an odd number of whole cache lines (odd_lines; 528 to 2032
+    float32 rows, 264 to 1016 float64, for the rows that tile_rows admits).  A serial
+    kernel's tiles."""
     line = 64 // itemsize
-    top = min(LANE_WIDE_BYTES // itemsize, TILE_BYTES // (max(1, classes) * itemsize))
-    return max(line, top // line * line)
+    wide = LANE_WIDE_BYTES // 64
+    lines = max(1, min(wide, TILE_BYTES // (max(1, classes) * itemsize) // line))
+    return odd_lines(lines, wide) * line
+
+
+@register_jitable
+def odd_lines(lines: int, most: int) -> int:
+    """``lines`` if odd, else the odd number next to it: above if that is at most
+    ``most``, else below (see TILE_BYTES: a tile's class rows then fall in different
+    cache sets)."""
+    if lines % 2:
+        return lines
+    return lines + 1 if lines < most else lines - 1
 
 
 _tile_top = functools.lru_cache(maxsize=256)(tile_top)  # for Python callers: 0.1 us, not 0.5
@@ -109,10 +132,10 @@ def tile_width_for(x2) -> int:
     """Rows per tile for the (rows, classes) array x2 and the threads that would run it:
     tile_top on one thread; on several, as many tiles per thread as tiles of tile_top
     rows would need, each the thread's even share of the rows divided among them, rounded
-    up to whole cache lines: the busiest thread takes at most a line's rows per tile more
-    than its share, and no tile is narrower than it must be (a tile's results do not
-    depend on its width).  Computed, not searched as lane_width searches its widths (15-30
-    us of Python for each new shape)."""
+    up to an odd number of whole cache lines (odd_lines): the busiest thread takes at
+    most two lines' rows per tile more than its share, and no tile is narrower than it
+    must be (a tile's results do not depend on its width).  Computed, not searched as
+    lane_width searches its widths (15-30 us of Python for each new shape)."""
     rows, classes = x2.shape
     top = _tile_top(classes, x2.itemsize)
     threads = threads_for(x2.size)
@@ -121,7 +144,7 @@ def tile_width_for(x2) -> int:
     line = 64 // x2.itemsize
     per_thread = -(-rows // (threads * top))
     even = -(-rows // (threads * per_thread))
-    return min(top, -(-even // line) * line)
+    return odd_lines(-(-even // line), top // line) * line
 
 
 _parallel_lock = threading.Lock()
