@@ -26,6 +26,7 @@ from numba.extending import register_jitable
 from . import run
 from ._labels import NO_IGNORE, scan
 from ._math import (
+    always_inline,
     _REDUCE,
     apart,
     as_type_of,
@@ -334,6 +335,7 @@ def _multi_margin_sums(x2, i, y, p, margin):
     sums (1 for p = 1, z for p = 2).  NaN scores give NaN.
     """
     wide_vectors()
+    always_inline()
     top = as_type_of(margin, x2) - x2[i, y]
     zero = as_type_of(0.0, x2)
     one = as_type_of(1.0, x2)
@@ -349,6 +351,7 @@ def _multi_margin_sums(x2, i, y, p, margin):
 
 @njit
 def _multi_margin_row(x2, i, y, w, p, margin):
+    always_inline()
     total, _ = _multi_margin_sums(x2, i, y, p, margin)
     return np.float64(w[y]) * total / x2.shape[1]
 
@@ -377,6 +380,7 @@ def _multi_margin_grad_row(x2, r, y, w, p, margin, k, g2, i):
     # g_j = k w_y / C * (1 or 2 z_j) [z_j > 0] for j != y;  g_y = -sum_{j != y} g_j
     # g2[i] from row r of x2: in place (g2 is x2) the kernels pass a copy (see aside_row)
     wide_vectors()
+    always_inline()
     C = x2.shape[1]
     total, slope = _multi_margin_sums(x2, r, y, p, margin)
     c = k * np.float64(w[y]) / C
@@ -433,6 +437,7 @@ def _augmented_max(x2, i, y, margin):
     Taken as max_{j != y} x_j + margin, over the classes before y and after it: rounding
     is monotonic, so it is the same value, and two plain reductions vectorise where a
     select on j != y in one loop cost about twice as much."""
+    always_inline()
     u = uint64(y)
     rest = uint64(x2.shape[1]) - u - uint64(1)
     best = max_nan(max_span(x2, i, uint64(0), u), max_span(x2, i, u + uint64(1), rest))
@@ -449,6 +454,7 @@ def _first_attaining(x2, i, y, m, best):
     tested in one vectorised count and only a span that holds a match is scanned: a plain
     scalar scan with an early exit took as long as the rest of the gradient (1000 classes)."""
     wide_vectors()
+    always_inline()
     C = x2.shape[1]
     for b in range((C + _SPAN - 1) // _SPAN):
         b0 = b * _SPAN
@@ -465,6 +471,7 @@ def _first_attaining(x2, i, y, m, best):
 
 @njit
 def _hinge_row(x2, i, y, margin):
+    always_inline()
     best = _augmented_max(x2, i, y, margin)
     xy = np.float64(x2[i, y])
     if math.isnan(best) or math.isnan(xy):
@@ -494,6 +501,7 @@ def _hinge_rows_serial(x2, y1, margin, loss1):
 @njit
 def _hinge_grad_row(x2, i, y, margin, k, g2):
     # g = k (e_j* - e_y) with j* the first j != y attaining the maximum, if it beats x_y
+    always_inline()
     best = _augmented_max(x2, i, y, margin)
     xy = np.float64(x2[i, y])
     m = as_type_of(margin, x2)

@@ -19,6 +19,7 @@ from numba import njit, prange, uint64
 from .. import _formulas as formulas
 from . import group_rows, lane_width_for, run, run_rows, tile_rows, tile_top
 from ._math import (
+    always_inline,
     BLOCK,
     row_dot_block,
     row_sum_block,
@@ -376,6 +377,7 @@ def _softmax_backward_row(y2, dy2, k, out2, i, s):
     # A row of one BLOCK takes its sum in one loop (row_dot_block, the same bits): 0.85-0.93
     # of the time at 10 to 100 float32 classes (2 threads, emeraldrapids), float64 level
     wide_vectors()
+    always_inline()
     if y2.shape[1] <= BLOCK:
         dot = as_type_of(row_dot_block(dy2, y2, k), y2)
     else:
@@ -412,10 +414,22 @@ def _softmax_backward_rows_serial(y2, dy2, out2, s):
             _softmax_backward_row(y2, dy2, i, out2, i, s)
 
 
+# The row functions of both backward kernels are inlined into them (always_inline in
+# cpu/_math.py).  In-process against calls per row (2 threads, znver4, the same bits):
+# softmax_backward 0.52-0.54 of the time at 65536 x 32 and 262144 x 10 float32, 0.76 at
+# 16384 x 128, 0.86-0.97 at 4096 x 1000, 1.00 at 256 x 32000, float64 0.56 at 65536 x 16;
+# log_softmax_backward 0.77-0.80 at 10-32 classes, float64 0.81 at 16.  Inlined, the
+# output loop of log_softmax_backward (an exponential each: a dozen constants) reloaded its
+# constants in every vector iteration, and rows over INLINE_EXP_ROW_BYTES took 1.05-1.27x
+# the time (128 to 1000 float32 classes): their kernels' loops call it, once a row.
+INLINE_EXP_ROW_BYTES = 256
+
+
 @njit
 def _log_softmax_backward_row(logp2, dy2, k, out2, i, s):
     # out2[i] from rows k of logp2 and dy2 (in place: copies, as in _softmax_backward_row)
     wide_vectors()
+    always_inline()
     if logp2.shape[1] <= BLOCK:
         total = as_type_of(row_sum_block(dy2, k), logp2)
     else:
@@ -425,18 +439,35 @@ def _log_softmax_backward_row(logp2, dy2, k, out2, i, s):
         out2[i, j] = (dy2[k, j] - exp(logp2[k, j]) * total) * sm
 
 
+@njit
+def _log_softmax_backward_long_row(logp2, dy2, k, out2, i, s):
+    # _log_softmax_backward_row as a call of its own
+    wide_vectors()
+    _log_softmax_backward_row(logp2, dy2, k, out2, i, s)
+
+
 @njit(parallel=True, cache=True)
 def _log_softmax_backward_rows(logp2, dy2, out2, s):
     # logp = log_softmax(x s):  dx_j = (dy_j - exp(logp_j) sum_k dy_k) s
     # (the vector-Jacobian product of log_softmax; linear in dy)
     wide_vectors()
     aside = same_memory(logp2, out2) or same_memory(dy2, out2)
-    for i in prange(logp2.shape[0]):
-        wide_vectors()
-        if aside:
-            _log_softmax_backward_row(aside_row(logp2, i), aside_row(dy2, i), i - i, out2, i, s)
-        else:
-            _log_softmax_backward_row(logp2, dy2, i, out2, i, s)
+    if logp2.shape[1] * logp2.itemsize <= INLINE_EXP_ROW_BYTES:
+        for i in prange(logp2.shape[0]):
+            wide_vectors()
+            if aside:
+                _log_softmax_backward_row(aside_row(logp2, i), aside_row(dy2, i), i - i, out2,
+                                          i, s)
+            else:
+                _log_softmax_backward_row(logp2, dy2, i, out2, i, s)
+    else:
+        for i in prange(logp2.shape[0]):
+            wide_vectors()
+            if aside:
+                _log_softmax_backward_long_row(aside_row(logp2, i), aside_row(dy2, i), i - i,
+                                               out2, i, s)
+            else:
+                _log_softmax_backward_long_row(logp2, dy2, i, out2, i, s)
 
 
 @njit(cache=True)
@@ -445,11 +476,19 @@ def _log_softmax_backward_rows_serial(logp2, dy2, out2, s):
     wide_vectors()
     logp2, dy2, out2, s = borrowed(logp2), borrowed(dy2), borrowed(out2), borrowed(s)
     aside = same_memory(logp2, out2) or same_memory(dy2, out2)
-    for i in range(logp2.shape[0]):
-        if aside:
-            _log_softmax_backward_row(aside_row(logp2, i), aside_row(dy2, i), 0, out2, i, s)
-        else:
-            _log_softmax_backward_row(logp2, dy2, i, out2, i, s)
+    if logp2.shape[1] * logp2.itemsize <= INLINE_EXP_ROW_BYTES:
+        for i in range(logp2.shape[0]):
+            if aside:
+                _log_softmax_backward_row(aside_row(logp2, i), aside_row(dy2, i), 0, out2, i, s)
+            else:
+                _log_softmax_backward_row(logp2, dy2, i, out2, i, s)
+    else:
+        for i in range(logp2.shape[0]):
+            if aside:
+                _log_softmax_backward_long_row(aside_row(logp2, i), aside_row(dy2, i), 0, out2,
+                                               i, s)
+            else:
+                _log_softmax_backward_long_row(logp2, dy2, i, out2, i, s)
 
 
 # --- row groups (short rows) ------------------------------------------------------------
