@@ -250,9 +250,15 @@ def _add_fn_attribute(fn, attr: str) -> None:
 # some thirty scalar arguments and its checks and setup run again for every row.  For
 # short rows that is most of the time: a softmax_backward row of 32 float32 classes took
 # 14 ns as a call and 8 ns inlined (the same loops, the same bits).  The row functions
-# that run per row, and the helpers they call per row, start with always_inline() (see
-# the README for what it measured); kernels and the lane blocks do not (the tile kernels'
-# lane blocks measured up to 1.13x slower inlined).
+# that run per row, and the helpers they call per row, start with always_inline(); the
+# kernels, the lane blocks (with them inlined the tile kernels took up to 1.13x the time),
+# row_lse_parts (its online path is long) and _log_softmax_out (see there) do not.
+# In-process against the calls (float32, 2 threads, znver4, the same bits): softmax 0.85
+# of the time at 8192 x 256 and 16384 x 128, 0.93-0.98 at 4096 x 1000; log_softmax 0.85 at
+# 256 classes; cross_entropy_with_grad 0.83-0.90 at 128-256, 0.94-0.96 at 1000, with
+# probability targets 0.79-0.81 and 0.83-0.93; float64 0.89-1.00; 32000 and 128256
+# classes, the row groups and the tiles level (0.97-1.02).  The backward and margin
+# kernels: see cpu/softmax.py (INLINE_EXP_ROW_BYTES) and the README.
 ALWAYS_INLINE = "alwaysinline"
 
 
@@ -851,6 +857,7 @@ def row_range(x2, i):
     NaN results (logsumexp tells -inf, +inf and NaN apart with ``has_nan``), which is what
     a NaN anywhere in a row gives anyway: it reaches every result through the sum.
     """
+    always_inline()
     return _range_span(x2, i, _U0, uint64(x2.shape[1]))
 
 
@@ -858,6 +865,7 @@ def row_range(x2, i):
 def _range_span(x2, i, j0, n):
     # row_range over x2[i, j0:j0 + n] (j0 and n uint64)
     wide_vectors()
+    always_inline()
     m = as_type_of(-np.inf, x2)
     low = as_type_of(np.inf, x2)
     for jj in range(n):
@@ -906,6 +914,7 @@ def row_exp(x2, k, m, s, out2, i, near):
     i of out2 (the same bits), but LLVM's vectorised loop checks that the two do not
     overlap and runs its scalar version when they do: in place, pass aside_row's copy."""
     wide_vectors()
+    always_inline()
     if near:
         for j in range(x2.shape[1]):
             out2[i, j] = exp_near(x2[k, j], m)
@@ -1122,6 +1131,7 @@ def row_exp_sum(x2, k, m, s, out2, i, near):
     measured 1.01-1.06 for log_softmax: it takes this sum instead (see _log_softmax_row).
     """
     wide_vectors()
+    always_inline()
     n = x2.shape[1]
     total = 0.0
     for b in range((n + BLOCK - 1) // BLOCK):
@@ -1190,6 +1200,7 @@ def row_rest(e2, i):
     a tie, an error below one ulp of a sum that is then at least 2.
     """
     wide_vectors()
+    always_inline()
     n = e2.shape[1]
     zero = as_type_of(0.0, e2)
     one = as_type_of(1.0, e2)
@@ -1271,6 +1282,7 @@ def row_lse_parts(x2, i, s):
 @njit
 def row_lse(x2, i, s):
     """(m, L) with logsumexp(row * s) = m * s + L; m non-finite (+-inf, NaN) leaves L = 0."""
+    always_inline()
     m, rest, ties = row_lse_parts(x2, i, s)
     if not math.isfinite(m):
         return m, 0.0

@@ -37,6 +37,7 @@ from .. import _formulas as formulas
 from . import group_rows, lane_width_for, run, run_rows, tile_rows, tile_top
 from ._labels import scan
 from ._math import (
+    always_inline,
     AHEAD,
     BLOCK,
     LANE_BLOCK,
@@ -239,6 +240,7 @@ def prob_loss_grad(x3, t3, w, eps, z, scale2, g3=None):
 def _row_gap(x2, i, m, w):
     """sum_c w_c (m - x_c) in float64 (the label-smoothing term; every term >= 0)."""
     wide_vectors()
+    always_inline()
     n = x2.shape[1]
     total = 0.0
     for b in range((n + BLOCK - 1) // BLOCK):
@@ -254,6 +256,7 @@ def _row_gap(x2, i, m, w):
 def _row_target_sums(x2, t2, i, w, m, k1, k0):
     """(sum_c w_c t'_c, sum_c w_c t'_c (m - x_c)) with t' = k1 t + k0, in float64."""
     wide_vectors()
+    always_inline()
     n = x2.shape[1]
     mass = 0.0
     gap = 0.0
@@ -272,6 +275,7 @@ def _row_target_sums(x2, t2, i, w, m, k1, k0):
 
 @njit
 def _index_row(x2, i, y, w, wsum, ignore, eps, z):
+    always_inline()
     if y == ignore:
         return 0.0
     m, rest, ties = row_lse_parts(x2, i, _ONE)
@@ -291,6 +295,7 @@ def _exp_rest(x2, i, m, near, g2, aside):
     S - 1 is exact and no term is small beside S (see _log_softmax_row); below 2, and for
     shorter rows, the stored row is summed again without the terms equal to 1.  In place
     (aside) the exponentials are taken from a copy of the row (aside_row)."""
+    always_inline()
     if x2.shape[1] >= FUSE_CLASSES:
         if aside:
             total = row_exp_sum(aside_row(x2, i), i - i, m, _ONE, g2, i, near)
@@ -310,6 +315,7 @@ def _index_grad_row(x2, i, y, w, wsum, ignore, eps, z, scale, g2, aside):
     # aside: g2 is x2 (grad_out=logits), so a fused row reads its exponentials' arguments
     # from a copy of row i (see aside_row); the same bits either way
     wide_vectors()
+    always_inline()
     C = x2.shape[1]
     if y == ignore:
         row_fill(g2, i, 0.0)
@@ -341,6 +347,7 @@ def _index_grad_row(x2, i, y, w, wsum, ignore, eps, z, scale, g2, aside):
 
 @njit
 def _prob_row(x2, t2, i, w, eps, z):
+    always_inline()
     m, rest, ties = row_lse_parts(x2, i, _ONE)
     if not math.isfinite(m):
         return np.nan
@@ -354,6 +361,7 @@ def _prob_row(x2, t2, i, w, eps, z):
 @njit
 def _prob_grad_row(x2, t2, i, w, eps, z, scale, g2, aside):
     wide_vectors()
+    always_inline()
     C = x2.shape[1]
     m, low = row_range(x2, i)
     if not math.isfinite(m):

@@ -243,6 +243,7 @@ def _softmax_row(x2, out2, i, s, aside):
     # aside: out2 is x2 (in place), so the exponentials are taken from a copy of the row
     # (see aside_row); the same bits either way
     wide_vectors()
+    always_inline()
     m, low = row_range(x2, i)
     if not math.isfinite(m):  # +inf, NaN, or all -inf
         row_fill(out2, i, np.nan)
@@ -291,6 +292,7 @@ def _log_softmax_row(x2, out2, i, s, aside):
     # logarithm.  Against storing and then row_rest for every row: 0.88-0.98 of the time at
     # 1000 to 128256 float32 classes, 0.93-1.05 at 64 (2 threads, emeraldrapids).
     wide_vectors()
+    always_inline()
     src, k = x2, i
     m, low = row_range(x2, i)
     if not math.isfinite(m):
@@ -343,6 +345,7 @@ def _log_softmax_rows_serial(x2, out2, s):
 
 @njit
 def _lse_row(x2, i):
+    always_inline()
     m, lse = row_lse(x2, i, (1.0, 0.0))
     if math.isfinite(m):
         return m + lse  # NaN if the row holds one
