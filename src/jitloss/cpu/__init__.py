@@ -45,8 +45,15 @@ LANE_WIDE_BYTES = 8192
 # time (see cpu/softmax.py, "row groups").  Measured on emeraldrapids (float32, 2 threads,
 # in-process against the row kernels): log_softmax 0.53-0.74 of the time at 10 to 128
 # classes, logsumexp 0.44-0.67, cross-entropy 0.59-0.88; at 256 classes (1 KiB) grouped
-# log_softmax measured 1.00-1.04 and cross_entropy_with_grad 1.11, so the bound is 512.
-GROUP_ROW_BYTES = 512
+# log_softmax measured 1.00-1.04 and cross_entropy_with_grad 1.11, so the bound was 512.
+# On znver4, against the row kernels with their row functions inlined (session 22), up to
+# 1 KiB grouped took less time: float32 at 160-256 classes log_softmax 0.85-0.91 (one
+# thread 0.89-0.91), logsumexp 0.73-0.77, cross_entropy 0.78-0.79, with the gradient
+# 0.85-0.93, probability targets 0.91-0.93 and with the gradient 0.94-0.99 (one thread
+# 0.91-1.02); float64 at 80-128 classes 0.74-0.99.  At 2 KiB (384-512 classes) they were
+# mixed: logsumexp 0.85-0.90, cross_entropy with probability targets and the gradient
+# 1.03-1.27.
+GROUP_ROW_BYTES = 1024
 GROUP_BYTES = 16 << 10
 
 # Rows of at most TILE_ROW_BYTES (softmax, log_softmax, logsumexp, cross-entropy) are taken
