@@ -262,8 +262,8 @@ def test_short_rows_go_through_in_tiles_and_groups(kind, dtype, monkeypatch):
 
     rng = _rng(21)
     itemsize = np.dtype(dtype).itemsize
-    for C in (1, 7, 18, jitloss.cpu.TILE_ROW_BYTES // itemsize,
-              jitloss.cpu.GROUP_ROW_BYTES // itemsize):
+    for C in (1, 7, 18, jitloss.cpu.PROB_GRAD_TILE_ROW_BYTES // itemsize,
+              jitloss.cpu.TILE_ROW_BYTES // itemsize, jitloss.cpu.GROUP_ROW_BYTES // itemsize):
         G = jitloss.cpu.group_rows(1000, C, itemsize)
         N = 3 * G + 5
         x = (rng.standard_normal((N, C)) * 4).astype(dtype)
@@ -318,29 +318,33 @@ def test_short_rows_go_through_in_tiles_and_groups(kind, dtype, monkeypatch):
 def test_short_rows_in_tiles_have_the_bits_of_their_lanes(kind, dtype, monkeypatch):
     # the rows of a tile are the lanes of the lane kernels: the same bits as the samples
     # taken along axis 1 of the (1, C, N) array, in tiles of 128 rows and a partial one
+    # (probability targets tile with the gradient up to PROB_GRAD_TILE_ROW_BYTES only)
     import jitloss.cpu
 
     monkeypatch.setattr(jitloss.cpu, "tile_width_for", lambda x2: 128)
     rng = _rng(22)
-    C = jitloss.cpu.TILE_ROW_BYTES // np.dtype(dtype).itemsize - 3
-    N = 2 * 128 + 9
-    x = rng.standard_normal((N, C)).astype(dtype)
-    y = rng.integers(0, C, N)
-    y[::13] = -100
-    if kind == "index":
-        t, t_lanes = y, y[None]
-    else:
-        t = rng.dirichlet(np.ones(C), N).astype(dtype)
-        t_lanes = np.ascontiguousarray(t.T)[None]
-    x_lanes = np.ascontiguousarray(x.T)[None]
-    kw = dict(weight=np.linspace(0.5, 2, C), label_smoothing=0.05, z_loss=1e-4,
-              reduction="none")
-    loss, grad = jitloss.cross_entropy_with_grad(x, t, **kw)
-    loss_l, grad_l = jitloss.cross_entropy_with_grad(x_lanes, t_lanes, axis=1, **kw)
-    np.testing.assert_array_equal(loss, loss_l[0])
-    np.testing.assert_array_equal(grad, grad_l[0].T)
-    np.testing.assert_array_equal(jitloss.cross_entropy(x, t, **kw),
-                                  jitloss.cross_entropy(x_lanes, t_lanes, axis=1, **kw)[0])
+    itemsize = np.dtype(dtype).itemsize
+    for most in (jitloss.cpu.TILE_ROW_BYTES, jitloss.cpu.PROB_GRAD_TILE_ROW_BYTES):
+        C = most // itemsize - 3
+        N = 2 * 128 + 9
+        x = rng.standard_normal((N, C)).astype(dtype)
+        y = rng.integers(0, C, N)
+        y[::13] = -100
+        if kind == "index":
+            t, t_lanes = y, y[None]
+        else:
+            t = rng.dirichlet(np.ones(C), N).astype(dtype)
+            t_lanes = np.ascontiguousarray(t.T)[None]
+        x_lanes = np.ascontiguousarray(x.T)[None]
+        kw = dict(weight=np.linspace(0.5, 2, C), label_smoothing=0.05, z_loss=1e-4,
+                  reduction="none")
+        if kind == "index" or most == jitloss.cpu.PROB_GRAD_TILE_ROW_BYTES:
+            loss, grad = jitloss.cross_entropy_with_grad(x, t, **kw)
+            loss_l, grad_l = jitloss.cross_entropy_with_grad(x_lanes, t_lanes, axis=1, **kw)
+            np.testing.assert_array_equal(loss, loss_l[0])
+            np.testing.assert_array_equal(grad, grad_l[0].T)
+        np.testing.assert_array_equal(jitloss.cross_entropy(x, t, **kw),
+                                      jitloss.cross_entropy(x_lanes, t_lanes, axis=1, **kw)[0])
 
 
 @pytest.mark.parametrize("kind", ["index", "prob"])

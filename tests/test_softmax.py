@@ -463,6 +463,7 @@ def test_which_rows_take_tiles():
     assert tile_rows(LONG, 63, 4) and tile_rows(LONG, 31, 8)
     assert not tile_rows(LONG - 1, 33, 4) and not tile_rows(LONG - 1, 17, 8)
     assert not tile_rows(10**6, 64, 4) and not tile_rows(10**6, 32, 8)
+    assert tile_rows(16, 24, 4, 96) and not tile_rows(10**6, 25, 4, 96)  # a family's bound
 
 
 @pytest.mark.parametrize("itemsize", [4, 8])

@@ -34,7 +34,15 @@ import numpy as np
 from numba import njit, prange, uint64
 
 from .. import _formulas as formulas
-from . import group_rows, lane_width_for, run, run_rows, tile_rows, tile_top
+from . import (
+    PROB_GRAD_TILE_ROW_BYTES,
+    group_rows,
+    lane_width_for,
+    run,
+    run_rows,
+    tile_rows,
+    tile_top,
+)
 from ._labels import scan
 from ._math import (
     always_inline,
@@ -195,7 +203,7 @@ def prob_grad_small(x2, t2, w, mean, g2):
         k = k / x2.shape[0]
     scale1 = np.full(x2.shape[0], k)
     G = group_rows(x2.shape[0], x2.shape[1], x2.itemsize)
-    if tile_rows(x2.shape[0], x2.shape[1], x2.itemsize):
+    if tile_rows(x2.shape[0], x2.shape[1], x2.itemsize, PROB_GRAD_TILE_ROW_BYTES):
         _prob_grad_tiles_serial(x2, t2, w, 0.0, 0.0, scale1, loss1, g2,
                                 tile_top(x2.shape[1], x2.itemsize))
     elif G:
@@ -226,7 +234,8 @@ def prob_loss_grad(x3, t3, w, eps, z, scale2, g3=None):
         run_rows((_prob_grad_rows_serial, _prob_grad_rows),
                  (_prob_grad_groups_serial, _prob_grad_groups),
                  _rows(x3), _rows(t3), w, eps, z, _col(scale2), _col(loss2), _rows(g3),
-                 tile_kernels=(_prob_grad_tiles_serial, _prob_grad_tiles))
+                 tile_kernels=(_prob_grad_tiles_serial, _prob_grad_tiles),
+                 tile_row_bytes=PROB_GRAD_TILE_ROW_BYTES)
     else:
         args = (x3, t3, w, eps, z, scale2, loss2, g3, lane_width_for(x3))
         run(_prob_grad_lanes_serial, _prob_grad_lanes, x3.size, *args)
