@@ -252,7 +252,10 @@ def _add_fn_attribute(fn, attr: str) -> None:
 # 14 ns as a call and 8 ns inlined (the same loops, the same bits).  The row functions
 # that run per row, and the helpers they call per row, start with always_inline(); the
 # kernels, the lane blocks (with them inlined the tile kernels took up to 1.13x the time),
-# row_lse_parts (its online path is long) and _log_softmax_out (see there) do not.
+# the rows of row_lse_parts over INLINE_LSE_ROW_BYTES (float64 logsumexp and cross_entropy
+# at 1000-2000 classes measured 1.02-1.07x inlined, float32 at 1000 0.91-0.97) and
+# _log_softmax_out (see there) do not.  Inlined row_lse_parts: logsumexp and cross_entropy
+# 0.77-0.92 of the time at 128-256 float32 classes (row groups), 0.91-0.97 at 1000-2000.
 # In-process against the calls (float32, 2 threads, znver4, the same bits): softmax 0.85
 # of the time at 8192 x 256 and 16384 x 128, 0.93-0.98 at 4096 x 1000; log_softmax 0.85 at
 # 256 classes; cross_entropy_with_grad 0.83-0.90 at 128-256, 0.94-0.96 at 1000, with
@@ -716,6 +719,7 @@ LANE_BLOCK = 16
 # passes 22% faster.  A constant of the machine, compiled into the kernels: both paths are
 # exact to the same bound, they may differ in the last bit.
 ONLINE_ROW_BYTES = l2_bytes() // 2
+INLINE_LSE_ROW_BYTES = 4096
 ONLINE_CHUNK = 4096  # elements per online chunk (16 KiB of float32: the range leaves it in L1)
 _U0, _U1 = np.uint64(0), np.uint64(1)
 _UBLOCK, _UCHUNK = np.uint64(BLOCK), np.uint64(ONLINE_CHUNK)
@@ -1158,6 +1162,7 @@ def row_sumexp(x2, i, m, s, near):
     Keeping the terms equal to 1 out of the sum lets log1p_rest form log(sum) without
     losing the small terms (log_softmax near probability 1, cross-entropy near 0).
     """
+    always_inline()
     return _sumexp_span(x2, i, _U0, uint64(x2.shape[1]), m, s, near)
 
 
@@ -1165,6 +1170,7 @@ def row_sumexp(x2, i, m, s, near):
 def _sumexp_span(x2, i, j0, n, m, s, near):
     # row_sumexp over x2[i, j0:j0 + n] (j0 and n uint64)
     wide_vectors()
+    always_inline()
     zero = as_type_of(0.0, x2)
     one = as_type_of(1.0, x2)
     rest = 0.0
@@ -1246,15 +1252,36 @@ def row_lse_parts(x2, i, s):
     range, then its terms against the maximum so far, the sums so far rescaled by
     exp((m_old - m_new) s) in float64 when the maximum grows (the online softmax).  The
     second trip through L3 it saves measured 6-18% of a float32 logsumexp of 32 x 128256.
+    Rows of up to INLINE_LSE_ROW_BYTES are taken where it is called (inlined), longer ones
+    in a call of their own (_row_lse_long).
     """
     wide_vectors()
-    n = uint64(x2.shape[1])
+    always_inline()
+    if x2.shape[1] * x2.itemsize <= INLINE_LSE_ROW_BYTES:
+        return _row_lse_two_pass(x2, i, s)
+    return _row_lse_long(x2, i, s)
+
+
+@njit(fastmath=_REDUCE)
+def _row_lse_two_pass(x2, i, s):
+    # row_lse_parts of a row of up to ONLINE_ROW_BYTES
+    wide_vectors()
+    always_inline()
+    m, low = row_range(x2, i)
+    if not math.isfinite(m):
+        return m, 0.0, 0.0
+    rest, ties = row_sumexp(x2, i, m, s, near_ok(m, low, s))
+    return m, rest, ties
+
+
+@njit(fastmath=_REDUCE)
+def _row_lse_long(x2, i, s):
+    # row_lse_parts of a row longer than INLINE_LSE_ROW_BYTES: a call, two passes up to
+    # ONLINE_ROW_BYTES, then read once
+    wide_vectors()
     if x2.shape[1] * x2.itemsize <= ONLINE_ROW_BYTES:
-        m, low = row_range(x2, i)
-        if not math.isfinite(m):
-            return m, 0.0, 0.0
-        rest, ties = row_sumexp(x2, i, m, s, near_ok(m, low, s))
-        return m, rest, ties
+        return _row_lse_two_pass(x2, i, s)
+    n = uint64(x2.shape[1])
     top = as_type_of(-np.inf, x2)  # the maximum, NaN-propagating, as row_range gives it
     m = as_type_of(-np.inf, x2)  # the largest finite chunk maximum so far
     rest = 0.0
