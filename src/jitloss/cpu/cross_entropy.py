@@ -971,7 +971,8 @@ def _prob_grad_lane_block(x3, t3, w, eps, z, scale2, loss2, g3, o, i0, n):
 # per-sample arrays (targets, scales, losses) are sliced to the tile (lanes_of), and the
 # probability targets are transposed alongside.  Against the row groups (float32, 2
 # threads, emeraldrapids, index targets with the gradient): 0.49 of the time at 10
-# classes, 0.64 at 16, 0.87 at 32.
+# classes, 0.64 at 16, 0.87 at 32.  Probability targets with the gradient, which transpose
+# three arrays, tile rows of up to PROB_GRAD_TILE_ROW_BYTES only (cpu/__init__.py).
 
 
 @njit
