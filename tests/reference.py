@@ -251,3 +251,22 @@ def hinge_per_sample(x, y, margin=1.0, axis=-1):
     y = np.asarray(y)
     aug = x + margin * (np.arange(x.shape[-1]) != y[..., None])
     return aug.max(axis=-1) - np.take_along_axis(x, y[..., None], axis=-1)[..., 0]
+
+
+def hinge_grad_rows(x, y, margin, k):
+    """Crammer-Singer subgradient of (N, C) rows in x's own precision, row by row: k (e_j* -
+    e_y) with j* = np.argmax (the first) of x_j + margin over j != y, when that beats x_y;
+    a row holding a NaN is all NaN."""
+    x = np.asarray(x)
+    g = np.zeros(x.shape, x.dtype)
+    for i, (row, t) in enumerate(zip(x, y)):
+        if np.isnan(row).any():
+            g[i] = np.nan
+            continue
+        aug = row + x.dtype.type(margin)
+        aug[t] = -np.inf
+        j = int(np.argmax(aug))
+        if row.size > 1 and aug[j] > row[t]:
+            g[i, j] = k[i]
+            g[i, t] = -k[i]
+    return g

@@ -247,6 +247,39 @@ def test_hinge_first_argmax_past_the_target_in_a_later_span(dtype):
     want[:, 10] = -1.0
     np.testing.assert_array_equal(g, want)
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("classes", [5, 40, 130, 300, 2100])
+def test_hinge_gradient_ties_in_place_and_not_at_every_row_width(dtype, classes):
+    # the paths of cpu/margin.py by row size: _augmented_max's one loop (up to 512 bytes)
+    # or two; the gradient found and written in one pass (up to 8 KiB, in place up to 1 KiB
+    # from a copy of the row) or searched first.  Scores on a coarse grid tie often: the
+    # first j != y attaining the maximum takes the gradient, the target's own tie never
+    rng = _rng(classes)
+    x = (rng.integers(-6, 6, (24, classes)) * 0.25).astype(dtype)
+    y = rng.integers(0, classes, 24)
+    x[0, :] = 1.0  # every class ties, the target with them
+    x[1, y[1]] = 9.0  # no loss: a zero row
+    x[2, -1] = np.nan
+    x[3, :] = -2.0
+    x[3, [y[3], classes - 1]] = 1.0  # one j != y attains it, the last one
+    k = rng.random(24) + 0.5
+    want = ref.hinge_grad_rows(x, y, 0.75, k)
+    assert (np.count_nonzero(want, axis=1) == 2).sum() >= 18  # most rows have a loss
+    loss, g = jitloss.multiclass_hinge_loss_with_grad(x, y, margin=0.75, reduction="none",
+                                                      dloss=k)
+    np.testing.assert_array_equal(g, want.astype(dtype))
+    per = ref.hinge_per_sample(x, y, 0.75)
+    np.testing.assert_allclose(loss, per, rtol=1e-6 if dtype == np.float32 else 1e-14)
+    np.testing.assert_array_equal(loss, jitloss.multiclass_hinge_loss(x, y, margin=0.75,
+                                                                      reduction="none"))
+    x2 = x.copy()
+    loss2, g2 = jitloss.multiclass_hinge_loss_with_grad(x2, y, margin=0.75, reduction="none",
+                                                        dloss=k, grad_out=x2)
+    assert g2 is x2
+    np.testing.assert_array_equal(loss2, loss)
+    np.testing.assert_array_equal(x2, g)
+
+
 def test_hinge_single_class_and_nan():
     assert jitloss.multiclass_hinge_loss(np.array([[3.0]]), [0]) == 0.0
     loss, g = jitloss.multiclass_hinge_loss_with_grad(np.array([[np.nan, 1.0]]), [1],

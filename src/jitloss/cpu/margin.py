@@ -430,29 +430,45 @@ def _multi_margin_grad_rows_serial(x2, y1, w, p, margin, k1, loss1, g2):
 # --- multiclass hinge (Crammer-Singer) --------------------------------------------------------
 
 
+SELECT_ROW_BYTES = 512  # rows up to this size take _augmented_max's one-loop form
+
+
 @njit(fastmath=_REDUCE)
 def _augmented_max(x2, i, y, margin):
     """max_{j != y} (x_j + margin), NaN if any score is NaN; -inf for a single class.
 
-    Taken as max_{j != y} x_j + margin, over the classes before y and after it: rounding
-    is monotonic, so it is the same value, and two plain reductions vectorise where a
-    select on j != y in one loop cost about twice as much."""
+    Taken as max_{j != y} x_j + margin: rounding is monotonic, so it is the same value.
+    Rows of up to SELECT_ROW_BYTES take one loop with x_y selected out; longer rows two
+    plain reductions, over the classes before y and after it, where the select cost about
+    twice as much (1000 classes).  Two loops of a variable length left short rows in
+    scalar remainders: 10-64 float32 classes took 1.6-2.3x the time of the one loop."""
     always_inline()
-    u = uint64(y)
-    rest = uint64(x2.shape[1]) - u - uint64(1)
-    best = max_nan(max_span(x2, i, uint64(0), u), max_span(x2, i, u + uint64(1), rest))
+    if x2.shape[1] * x2.itemsize <= SELECT_ROW_BYTES:
+        low = as_type_of(-np.inf, x2)
+        best = low
+        for j in range(x2.shape[1]):
+            best = max_nan(best, x2[i, j] if j != y else low)
+    else:
+        u = uint64(y)
+        rest = uint64(x2.shape[1]) - u - uint64(1)
+        best = max_nan(max_span(x2, i, uint64(0), u), max_span(x2, i, u + uint64(1), rest))
     best = best + as_type_of(margin, x2)
     return best if not math.isnan(x2[i, y]) else x2[i, y]
 
 
 _SPAN = 64  # elements per vectorised test in _first_attaining
+# gradient rows up to this size are found and written in one pass (_hinge_grad_row); in place
+# only up to FUSED_ASIDE_BYTES, as that pass reads a copy of the row
+FUSED_ROW_BYTES = 8192
+FUSED_ASIDE_BYTES = 1024
 
 
 @njit(fastmath=_REDUCE)
 def _first_attaining(x2, i, y, m, best):
-    """The first j != y with x_j + m == best, or -1.  Each span of _SPAN elements is first
-    tested in one vectorised count and only a span that holds a match is scanned: a plain
-    scalar scan with an early exit took as long as the rest of the gradient (1000 classes)."""
+    """The first j != y with x_j + m == best, or -1 (for ties).  Each span of _SPAN elements
+    is first tested in one vectorised count and only a span that holds a match is scanned:
+    a plain scalar scan with an early exit took as long as the rest of the gradient (1000
+    classes)."""
     wide_vectors()
     always_inline()
     C = x2.shape[1]
@@ -498,31 +514,64 @@ def _hinge_rows_serial(x2, y1, margin, loss1):
         loss1[i] = _hinge_row(x2, i, y1[i], margin)
 
 
-@njit
-def _hinge_grad_row(x2, i, y, margin, k, g2):
+@njit(fastmath=_REDUCE)
+def _hinge_grad_row(x2, r, y, margin, k, g2, i, fused):
     # g = k (e_j* - e_y) with j* the first j != y attaining the maximum, if it beats x_y
+    # g2[i] from row r of x2: in place (g2 is x2) the kernels pass a copy of a short row
+    wide_vectors()
     always_inline()
-    best = _augmented_max(x2, i, y, margin)
-    xy = np.float64(x2[i, y])
-    m = as_type_of(margin, x2)
+    best = _augmented_max(x2, r, y, margin)
+    xy = np.float64(x2[r, y])
     if math.isnan(best) or math.isnan(xy):
         row_fill(g2, i, np.nan)
         return np.nan
-    star = _first_attaining(x2, i, y, m, best) if np.float64(best) > xy else -1
-    row_fill(g2, i, 0.0)
-    if star >= 0:
-        g2[i, star] = as_type_of(k, g2)
-        g2[i, y] = -as_type_of(k, g2)
+    m = as_type_of(margin, x2)
+    kk = as_type_of(k, g2)
+    if np.float64(best) <= xy:
+        row_fill(g2, i, 0.0)
+    elif fused:
+        # one pass writes k where x_j + margin attains the maximum and counts those places;
+        # a tie (more than one) is written again with the first only
+        zero = as_type_of(0.0, g2)
+        hits = 0
+        for j in range(x2.shape[1]):
+            hit = x2[r, j] + m == best and j != y
+            g2[i, j] = kk if hit else zero
+            hits += 1 if hit else 0
+        if hits > 1:
+            star = _first_attaining(x2, r, y, m, best)
+            row_fill(g2, i, 0.0)
+            g2[i, star] = kk
+        g2[i, y] = -kk
+    else:
+        star = _first_attaining(x2, r, y, m, best)
+        row_fill(g2, i, 0.0)
+        g2[i, star] = kk
+        g2[i, y] = -kk
     return max(np.float64(best), xy) - xy
+
+
+@njit
+def _fused_aside(x2, g2):
+    # (rows found and written in one pass, those rows read from a copy): see FUSED_ROW_BYTES
+    row_bytes = x2.shape[1] * x2.itemsize
+    if same_memory(x2, g2):
+        return row_bytes <= FUSED_ASIDE_BYTES, row_bytes <= FUSED_ASIDE_BYTES
+    return row_bytes <= FUSED_ROW_BYTES, False
 
 
 @njit(parallel=True, cache=True)
 def _hinge_grad_rows(x2, y1, margin, k1, loss1, g2):
     # loss as in _hinge_rows;  g = k (e_j* - e_y) when max_{j != y} (x_j + margin) > x_y
     wide_vectors()
+    fused, aside = _fused_aside(x2, g2)
     for i in prange(x2.shape[0]):
         wide_vectors()
-        loss1[i] = _hinge_grad_row(x2, i, y1[i], margin, k1[i], g2)
+        if aside:
+            loss1[i] = _hinge_grad_row(aside_row(x2, i), i - i, y1[i], margin, k1[i], g2, i,
+                                       fused)
+        else:
+            loss1[i] = _hinge_grad_row(x2, i, y1[i], margin, k1[i], g2, i, fused)
 
 
 @njit(cache=True)
@@ -531,5 +580,10 @@ def _hinge_grad_rows_serial(x2, y1, margin, k1, loss1, g2):
     wide_vectors()
     x2, y1, k1 = borrowed(x2), borrowed(y1), borrowed(k1)
     loss1, g2 = borrowed(loss1), borrowed(g2)
+    fused, aside = _fused_aside(x2, g2)
     for i in range(x2.shape[0]):
-        loss1[i] = _hinge_grad_row(x2, i, y1[i], margin, k1[i], g2)
+        if aside:
+            loss1[i] = _hinge_grad_row(aside_row(x2, i), i - i, y1[i], margin, k1[i], g2, i,
+                                       fused)
+        else:
+            loss1[i] = _hinge_grad_row(x2, i, y1[i], margin, k1[i], g2, i, fused)
