@@ -5,7 +5,7 @@ Inputs are numba device arrays; each timed call ends with a device synchronisati
 
 import numpy as np
 
-from .common import DTYPES, SHAPES, inputs, public
+from .common import DTYPES, SHAPES, inputs, registered
 from jitloss import _bench
 
 
@@ -28,8 +28,7 @@ class Cuda:
 
     def setup(self, name, shape, dtype):
         cuda = _device()
-        public(name)
-        op = _bench.OPS[name]
+        op = registered(name)
         dims = (op.shapes or SHAPES).get(shape)
         if dims is None:
             raise NotImplementedError(f"{name} is not benchmarked at {shape}")

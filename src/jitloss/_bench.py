@@ -50,6 +50,12 @@ class Op:
     rtol: dict = dataclasses.field(default_factory=lambda: {"float32": 2e-5, "float64": 1e-12})
     axis0: bool = False  # also benchmarked along axis 0 (AXIS0_SHAPE)
     shapes: dict | None = None  # its own shape list instead of SHAPES
+    function: str | None = None  # the public function, where ``name`` is a variant of it
+
+    @property
+    def public(self) -> str:
+        """The name of the public function this entry calls."""
+        return self.function or self.name
 
 
 def _logits(shape, dtype, rng, axis=-1):
@@ -131,6 +137,43 @@ def _in_place_inputs(shape, dtype, rng, axis=-1):
     d = _labels_inputs(shape, dtype, rng, axis)
     d["xg"] = d["x"].copy()
     return d
+
+
+def _probs_inputs(shape, dtype, rng, axis=-1):
+    # _labels_inputs and probability targets of the logits' shape (each sample's sum 1)
+    d = _labels_inputs(shape, dtype, rng, axis)
+    t = rng.random(shape) + 0.01
+    d["t"] = (t / t.sum(axis=axis, keepdims=True)).astype(dtype)
+    return d
+
+
+def _np_cross_entropy_probs(d, grad=False):
+    x, t = d["x"], d["t"]
+    if d["axis"] != -1:
+        x, t = np.moveaxis(x, d["axis"], -1), np.moveaxis(t, d["axis"], -1)
+    n = x.shape[0]
+    z = x - x.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    s = e.sum(axis=-1, keepdims=True)
+    loss = np.mean((t * (np.log(s) - z)).sum(axis=-1))
+    if not grad:
+        return loss
+    g = (e / s * t.sum(axis=-1, keepdims=True) - t) / n
+    return loss, np.moveaxis(g, -1, d["axis"]) if d["axis"] != -1 else g
+
+
+def _torch_cross_entropy_probs(d, grad=False):
+    import torch.nn.functional as F
+
+    x = d["x"].detach().requires_grad_(grad)
+    xs, t = x, d["t"]
+    if d["axis"] != -1:
+        xs, t = x.movedim(d["axis"], -1), t.movedim(d["axis"], -1)
+    loss = F.cross_entropy(xs, t)
+    if not grad:
+        return loss
+    loss.backward()
+    return loss, x.grad
 
 
 def _np_cross_entropy(d):
@@ -330,6 +373,26 @@ OPS = {
                                                       grad_out=d["xg"]),
             _np_cross_entropy_with_grad,
             _torch_cross_entropy_with_grad,
+            function="cross_entropy_with_grad",
+        ),
+        Op(
+            "cross_entropy_probs",  # probability targets
+            "cross_entropy",
+            _probs_inputs,
+            lambda d: jitloss.cross_entropy(d["x"], d["t"], axis=d["axis"]),
+            _np_cross_entropy_probs,
+            _torch_cross_entropy_probs,
+            function="cross_entropy",
+        ),
+        Op(
+            "cross_entropy_probs_with_grad",
+            "cross_entropy",
+            _probs_inputs,
+            lambda d: jitloss.cross_entropy_with_grad(d["x"], d["t"], axis=d["axis"],
+                                                      grad_out=d["g"]),
+            lambda d: _np_cross_entropy_probs(d, grad=True),
+            lambda d: _torch_cross_entropy_probs(d, grad=True),
+            function="cross_entropy_with_grad",
         ),
         Op(
             "max_margin_loss",
