@@ -442,6 +442,7 @@ def _augmented_max(x2, i, y, margin):
     plain reductions, over the classes before y and after it, where the select cost about
     twice as much (1000 classes).  Two loops of a variable length left short rows in
     scalar remainders: 10-64 float32 classes took 1.6-2.3x the time of the one loop."""
+    wide_vectors()
     always_inline()
     if x2.shape[1] * x2.itemsize <= SELECT_ROW_BYTES:
         low = as_type_of(-np.inf, x2)
