@@ -10,7 +10,8 @@ Every kernel works on C-contiguous rows, one sample per row, parallel over rows 
 serial twin for small inputs. Optional arrays (the pairs for "none", per-pair upstream
 gradients) come as (1, 1) dummies when absent, never indexed then. A row's loss goes to a
 float64 array the public layer reduces in a fixed order. Loops that store never also
-reduce (see ``cpu/_math.py``), so results are the same bits in place (``grad_out=scores``)
+reduce in floating point (see ``cpu/_math.py``; the hinge gradient's one pass counts, in
+integers, exact in any order), so results are the same bits in place (``grad_out=scores``)
 or not. A hinge exactly at 0 has subgradient 0; a NaN score makes its terms and their
 gradients NaN.
 """
