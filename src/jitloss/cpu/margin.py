@@ -531,24 +531,22 @@ def _hinge_grad_row(x2, r, y, margin, k, g2, i, fused):
     kk = as_type_of(k, g2)
     if np.float64(best) <= xy:
         row_fill(g2, i, 0.0)
-    elif fused:
-        # one pass writes k where x_j + margin attains the maximum and counts those places;
-        # a tie (more than one) is written again with the first only
-        zero = as_type_of(0.0, g2)
-        hits = 0
-        for j in range(x2.shape[1]):
-            hit = x2[r, j] + m == best and j != y
-            g2[i, j] = kk if hit else zero
-            hits += 1 if hit else 0
-        if hits > 1:
+    else:
+        search = True
+        if fused:
+            # one pass writes k where x_j + margin attains the maximum and counts those
+            # places; only a tie (more than one) is searched and written again with the first
+            zero = as_type_of(0.0, g2)
+            hits = 0
+            for j in range(x2.shape[1]):
+                hit = x2[r, j] + m == best and j != y
+                g2[i, j] = kk if hit else zero
+                hits += 1 if hit else 0
+            search = hits > 1
+        if search:
             star = _first_attaining(x2, r, y, m, best)
             row_fill(g2, i, 0.0)
             g2[i, star] = kk
-        g2[i, y] = -kk
-    else:
-        star = _first_attaining(x2, r, y, m, best)
-        row_fill(g2, i, 0.0)
-        g2[i, star] = kk
         g2[i, y] = -kk
     return max(np.float64(best), xy) - xy
 
