@@ -398,24 +398,41 @@ def test_in_place(name, dtype, axis, shape):  # parallel and serial kernels; sho
 
 @pytest.mark.parametrize("name", FORWARD)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", [(16, 1), (300, 5), (129, 16), (70, 32), (3300, 10),
-                                   (300, 63)])
-def test_short_rows_in_tiles_match_reference_and_their_lanes(name, dtype, shape):
-    # rows of at most TILE_ROW_BYTES go a tile at a time through the lane kernels (serial
-    # and, at 3300 x 10, parallel; a last tile of fewer rows; rows of 252 bytes): the
-    # reference's values, and the bits of the same rows taken as lanes along axis 0
+@pytest.mark.parametrize("shape", [(3, 1), (300, 5), (129, 16), (70, 17), (3300, 10),
+                                   (200, 33), (130, 63), (65, 64)])
+def test_short_rows_as_vectors_match_reference_whatever_rows_come_with_them(name, dtype,
+                                                                          shape):
+    # rows of at most SHORT_ROW_BYTES go through the short-row kernels, each row as 1 to 4
+    # vectors with the lanes past it masked (serial, and at 3300 x 10 parallel; 64 float32
+    # classes fill four vectors, 32 float64): the reference's values at temperature 1
+    # (exp_near where the spread allows) and 0.7 and on rows of a wide spread (exp_sub),
+    # and the bits of each row computed alone (the small-call path), in place and along
+    # axis 0 of a 3-D array whose inner size is 1
     fn, reference = FORWARD[name]
     cpu, itemsize = jitloss.cpu, np.dtype(dtype).itemsize
-    longest = cpu.TILE_ROW_BYTES if shape[0] >= cpu.TILE_LONG_MIN_ROWS else cpu.TILE_SHORT_BYTES
-    rows, classes = shape[0], min(shape[1], longest // itemsize)
-    assert cpu.tile_rows(rows, classes, itemsize)
-    x = _rng(5).standard_normal((rows, classes)).astype(dtype)
+    rows, classes = shape[0], min(shape[1], cpu.SHORT_ROW_BYTES // itemsize)
+    assert cpu.short_rows(classes, itemsize)
+    x = (_rng(5).standard_normal((rows, classes)) * 3).astype(dtype)
+    x[1::4, 0] -= 40.0  # a spread beyond NEAR32 (results stay normal numbers)
     got = fn(x)
     assert_close(got, reference(x.astype(np.float64), axis=-1), dtype)
-    np.testing.assert_array_equal(got, fn(np.ascontiguousarray(x.T), axis=0).T)
+    for q in {0, 1, rows // 2, rows - 1}:
+        np.testing.assert_array_equal(got[q], fn(x[q:q + 1])[0])
+        np.testing.assert_array_equal(got[q], fn(x[q]))
     np.testing.assert_array_equal(got, fn(x, temperature=1))  # the small-call shortcut
+    np.testing.assert_array_equal(got, fn(x[:, :, None], axis=1)[:, :, 0])
+    y = x.copy()
+    assert fn(y, out=y) is y
+    np.testing.assert_array_equal(y, got)
     assert_close(fn(x, temperature=0.7), reference(x.astype(np.float64) / 0.7, axis=-1),
                  dtype)
+
+
+def test_which_rows_are_short():
+    # at most four vectors of 64 bytes: 64 float32 or 32 float64 classes, however few rows
+    from jitloss.cpu import short_rows
+    assert short_rows(64, 4) and short_rows(32, 8) and short_rows(1, 4)
+    assert not short_rows(65, 4) and not short_rows(33, 8)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -439,19 +456,30 @@ def test_logsumexp_of_short_rows_in_tiles(dtype, shape):
 
 
 @pytest.mark.parametrize("name", FORWARD)
-def test_short_rows_in_tiles_keep_non_finite_rows_to_themselves(name):
-    # a NaN, +inf or all -inf row among the short rows of a tile gives NaN in its own row
-    # only (the lane kernels mark each lane)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("classes", [12, 31])
+def test_short_rows_keep_non_finite_rows_to_themselves(name, dtype, classes):
+    # a NaN, +inf or all -inf row among short rows gives NaN in its own row only, allocated
+    # and in place; -inf entries under a finite maximum (a mask) give 0 (log: -inf)
     fn, reference = FORWARD[name]
-    x = _rng(6).standard_normal((40, 12)).astype(np.float32)
+    x = _rng(6).standard_normal((40, classes)).astype(dtype)
     x[3, 4] = np.nan
     x[17, :] = -np.inf
     x[20, 2] = np.inf
+    x[22, [0, classes - 1]] = [np.nan, np.inf]
+    x[25, 1::2] = -np.inf
     got = fn(x)
-    bad = [3, 17, 20]
+    y = x.copy()
+    fn(y, out=y)
+    np.testing.assert_array_equal(y, got)
+    bad = [3, 17, 20, 22]
     assert np.isnan(got[bad]).all()
     good = np.setdiff1d(np.arange(40), bad)
-    assert_close(got[good], reference(x[good].astype(np.float64), axis=-1), np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        want = reference(x[good].astype(np.float64), axis=-1)
+    np.testing.assert_array_equal(np.isfinite(got[good]), np.isfinite(want))
+    ok = np.isfinite(want)
+    assert_close(got[good][ok], want[ok], dtype)
 
 
 def test_which_rows_take_tiles():

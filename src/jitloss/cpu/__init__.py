@@ -67,6 +67,9 @@ GROUP_BYTES = 16 << 10
 # 0.78-1.07), from 17 to 31 float64 0.55-0.85 (cross_entropy_with_grad 0.81-0.88 at 18-20
 # classes, 1.10-1.24 at 24-28: level on the whole, kept under the one rule).
 TILE_ROW_BYTES = 252
+# softmax and log_softmax take rows of at most SHORT_ROW_BYTES as vectors instead, however
+# few (cpu/softmax.py, "short rows as vectors"): up to four vectors of 64 bytes.
+SHORT_ROW_BYTES = 256
 # A tile holds up to TILE_BYTES (classes x rows; each class row at most LANE_WIDE_BYTES):
 # wider tiles spread the lane blocks' work per class, and the tile's allocation, over more
 # rows.  Float32, 2 threads, emeraldrapids (2 MiB L2), in-process against tiles of 128
@@ -117,6 +120,14 @@ def tile_rows(rows: int, classes: int, itemsize: int, most: int = TILE_ROW_BYTES
     row = classes * itemsize
     least = TILE_MIN_ROWS if row <= TILE_SHORT_BYTES else TILE_LONG_MIN_ROWS
     return rows >= least and row <= most
+
+
+@register_jitable
+def short_rows(classes: int, itemsize: int) -> bool:
+    """True if rows of ``classes`` elements take the short-row kernels (at most
+    SHORT_ROW_BYTES: 64 float32 or 32 float64 classes, four vectors of 64 bytes), in a
+    family that has them (softmax, log_softmax)."""
+    return classes * itemsize <= SHORT_ROW_BYTES
 
 
 @register_jitable
@@ -239,14 +250,17 @@ def threads_for(size: int) -> int:
 
 
 def run_rows(row_kernels, group_kernels, x2, *args, tile_kernels=None,
-             tile_row_bytes=TILE_ROW_BYTES):
-    """``run`` for rows: the twins ``tile_kernels`` for the rows that tile_rows admits (rows
+             tile_row_bytes=TILE_ROW_BYTES, short_kernels=None):
+    """``run`` for rows: the twins ``short_kernels`` for the rows that short_rows admits,
+    else the twins ``tile_kernels`` for the rows that tile_rows admits (rows
     of at most ``tile_row_bytes``; the rows per tile from tile_width_for appended to the
     arguments), else
     ``group_kernels`` (G from group_rows appended to the arguments) for a batch of short
     rows of the (rows, classes) array x2, otherwise the twins ``row_kernels``; x2 is the
     kernels' first argument.  A family without tiles or groups passes None."""
     rows, classes = x2.shape
+    if short_kernels is not None and short_rows(classes, x2.itemsize):
+        return run(*short_kernels, x2.size, x2, *args)
     if tile_kernels is not None and tile_rows(rows, classes, x2.itemsize, tile_row_bytes):
         return run(*tile_kernels, x2.size, x2, *args, tile_width_for(x2))
     G = group_rows(rows, classes, x2.itemsize) if group_kernels is not None else 0

@@ -1757,3 +1757,406 @@ def lane_block(t, nb, width, inner):
     i0 = uint64(t % nb) * uint64(width)
     n = min(uint64(width), uint64(inner) - i0)
     return o, i0, n
+
+
+# --- short rows as vectors ---------------------------------------------------------------
+# A row of at most SHORT_ROW_BYTES (64 float32 or 32 float64 classes) is K <= 4 vectors of
+# 64 bytes.  LLVM's loop vectoriser gives the row kernels' loops a body of 4 vectors (64
+# float32 elements) and a scalar remainder, so such a row ran scalar, and the row tiles
+# (rows transposed into lanes and back) spent half their time moving the data.  These
+# intrinsics take a row as its K vectors in registers, written in LLVM IR: masked loads
+# (nothing past the row is touched), the range and the sums reduced across the vector in
+# log2(W) rotations, the exponentials by the same operations as exp_near / exp_sub (the
+# same bits, element by element), masked stores.  All of a row is loaded before any of it
+# is stored, so out2 may be x2 (in place).  K is a literal: the caller branches once on the
+# row length (short_chunks) and calls the intrinsic for that K.
+# Rows a group of log_softmax's short rows (short_scratch), whose logarithms are taken in
+# one vectorised loop
+SHORT_GROUP = 64
+
+
+@intrinsic
+def short_scratch(typingctx, like):
+    """(m, rest, ties, L): four SHORT_GROUP arrays for a group of short rows, on the
+    caller's stack (_stack_buffer: no allocation, no reference count); m, rest and ties in
+    like's dtype, L float64.  The caller never lets them outlive its frame."""
+    dt = like.dtype
+    arr = types.Array(dt, 1, "C")
+    arr64 = types.Array(types.float64, 1, "C")
+    ret = types.Tuple((arr, arr, arr, arr64))
+
+    def codegen(context, builder, sig, args):
+        intp = context.get_value_type(types.intp)
+        views = []
+        for t in ret.types:
+            size = context.get_abi_sizeof(context.get_data_type(t.dtype))
+            view = context.make_array(t)(context, builder)
+            context.populate_array(
+                view, data=_stack_buffer(context, builder, t.dtype, SHORT_GROUP * size),
+                shape=[intp(SHORT_GROUP)], strides=[intp(size)], itemsize=intp(size),
+                meminfo=None)
+            views.append(view._getvalue())
+        return context.make_tuple(builder, ret, views)
+
+    return ret(like), codegen
+
+
+@njit
+def short_chunks(n, itemsize):
+    """Vectors of 64 bytes in a row of n elements (1 to 4 for a short row)."""
+    w = 64 // itemsize
+    return max(1, (n + w - 1) // w)
+
+
+class _RowVectors:
+    # IR for one row of x2 as K vectors of W lanes (see "short rows as vectors")
+
+    def __init__(self, context, builder, aty, a, i, K):
+        self.b = builder
+        self.f64 = aty.dtype == types.float64
+        self.W = 8 if self.f64 else 16
+        self.ety = context.get_data_type(aty.dtype)
+        self.ity = ir.IntType(64 if self.f64 else 32)
+        self.vty = ir.VectorType(self.ety, self.W)
+        self.ivty = ir.VectorType(self.ity, self.W)
+        self.K = K
+        i64 = ir.IntType(64)
+        arr = context.make_array(aty)(context, builder, a)
+        self.n = builder.extract_value(arr.shape, 1)
+        row = builder.gep(arr.data, [builder.mul(i, self.n)])
+        self.at = [builder.bitcast(builder.gep(row, [i64(c * self.W)]), self.vty.as_pointer())
+                   for c in range(K)]
+        iota = ir.Constant(ir.VectorType(i64, self.W), list(range(self.W)))
+        n = _splat(builder, self.n, self.W)
+        self.masks = [builder.icmp_signed("<", builder.add(iota, _splat(builder, i64(c * self.W),
+                                                                         self.W)), n)
+                      for c in range(K)]
+
+    def _fn(self, name, ret, argtys):
+        return cgutils.get_or_insert_function(self.b.module, ir.FunctionType(ret, argtys), name)
+
+    def _suffix(self):
+        return "v%d%s" % (self.W, "f64" if self.f64 else "f32")
+
+    def splat(self, value):
+        if isinstance(value, ir.Value):
+            return _splat(self.b, value, self.W)
+        return ir.Constant(self.vty, [float(value)] * self.W)
+
+    def load(self, fill):
+        mty = ir.VectorType(ir.IntType(1), self.W)
+        fn = self._fn("llvm.masked.load.%s.p0" % self._suffix(), self.vty,
+                      [self.vty.as_pointer(), ir.IntType(32), mty, self.vty])
+        align = ir.IntType(32)(8 if self.f64 else 4)
+        return [self.b.call(fn, [p, align, m, self.splat(fill)])
+                for p, m in zip(self.at, self.masks)]
+
+    def store(self, vecs):
+        mty = ir.VectorType(ir.IntType(1), self.W)
+        fn = self._fn("llvm.masked.store.%s.p0" % self._suffix(), ir.VoidType(),
+                      [self.vty, self.vty.as_pointer(), ir.IntType(32), mty])
+        align = ir.IntType(32)(8 if self.f64 else 4)
+        for v, p, m in zip(vecs, self.at, self.masks):
+            self.b.call(fn, [v, p, align, m])
+
+    def fma(self, a, b, c):
+        fn = self._fn("llvm.fma.%s" % self._suffix(), self.vty, [self.vty] * 3)
+        return self.b.call(fn, [a, b, c])
+
+    def vmax(self, a, b):  # a compare and select: vmaxps (a NaN reaches the sums instead)
+        return self.b.select(self.b.fcmp_ordered(">", a, b), a, b)
+
+    def vmin(self, a, b):
+        return self.b.select(self.b.fcmp_ordered("<", a, b), a, b)
+
+    def across(self, v, op):
+        # op over the W lanes of v, by rotations: every lane holds the result
+        sty = ir.VectorType(ir.IntType(32), self.W)
+        w = self.W
+        while w > 1:
+            w //= 2
+            rot = ir.Constant(sty, [(j + w) % self.W for j in range(self.W)])
+            v = op(v, self.b.shuffle_vector(v, v, rot))
+        return v
+
+    def fold(self, vecs, op):
+        acc = vecs[0]
+        for v in vecs[1:]:
+            acc = op(acc, v)
+        return acc
+
+    def count(self, bits):
+        # the number of true lanes in the i1 vectors bits (an i32)
+        i32, iw = ir.IntType(32), ir.IntType(self.W)
+        pop = self._fn("llvm.ctpop.i32", i32, [i32])
+        n = [self.b.call(pop, [self.b.zext(self.b.bitcast(v, iw), i32)]) for v in bits]
+        return self.fold(n, self.b.add)
+
+    def finite(self, v):
+        # an i1: the scalar v is finite
+        fabs = self._fn("llvm.fabs.%s" % ("f64" if self.f64 else "f32"), self.ety, [self.ety])
+        return self.b.fcmp_ordered("<", self.b.call(fabs, [v]), ir.Constant(self.ety, math.inf))
+
+    def lane0(self, v):
+        return self.b.extract_element(v, ir.IntType(32)(0))
+
+    def live(self, vecs, fill):
+        # vecs with the lanes past the row set to fill
+        return [self.b.select(m, v, self.splat(fill)) for v, m in zip(vecs, self.masks)]
+
+    def _poly(self, r):
+        # _poly32 / _poly64 (r, 2**-K): Horner with every coefficient scaled by 2**-K
+        c = 2.0 ** -(_K64 if self.f64 else _K32)
+        coef = [a * c for a in (_G64 if self.f64 else _G32)] + [c, c]
+        if not self.f64:
+            coef = [float(np.float32(a)) for a in coef]
+        q = self.fma(self.splat(coef[0]), r, self.splat(coef[1]))
+        for a in coef[2:]:
+            q = self.fma(q, r, self.splat(a))
+        return q
+
+    def _scale(self, t):
+        # 2**(n + K) from t, whose low bits hold n (exp_sub's scale)
+        if self.f64:
+            k, shift = _K64 + 1023 - _MAGIC64_BITS, 52
+        else:
+            k, shift = _K32 + 127 - _MAGIC32_BITS, 23
+        bits = self.b.bitcast(t, self.ivty)
+        bits = self.b.shl(self.b.add(bits, ir.Constant(self.ivty, [k] * self.W)),
+                          ir.Constant(self.ivty, [shift] * self.W))
+        return self.b.bitcast(bits, self.vty)
+
+    def exp_near(self, x, m):
+        # _exp_near32(x, m) (float32 only)
+        b = self.b
+        hi = b.fsub(x, m)
+        t = self.fma(hi, self.splat(float(np.float32(_LOG2E))), self.splat(float(_MAGIC32)))
+        nf = b.fsub(t, self.splat(float(_MAGIC32)))
+        neg = b.fneg(nf)
+        r = self.fma(neg, self.splat(float(_LN2_LO32)),
+                     self.fma(neg, self.splat(float(_LN2_HI32)), hi))
+        return b.fmul(self._poly(r), self._scale(t))
+
+    def exp_sub(self, x, m, s, s_lo, s_log2e, lowest):
+        # _exp_sub32 / _exp_sub64(x, m, s, s_lo); s_log2e = s * LOG2E and lowest = LO / s in
+        # the row's precision, splats
+        b = self.b
+        hi = b.fsub(x, m)
+        z = b.fsub(hi, x)
+        lo = b.fadd(b.fsub(x, b.fsub(hi, z)), b.fsub(b.fneg(m), z))
+        inside = b.not_(b.fcmp_ordered("<", hi, lowest))
+        hi = b.select(inside, hi, lowest)
+        lo = b.select(inside, lo, self.splat(0.0))
+        magic = self.splat(_MAGIC64 if self.f64 else float(_MAGIC32))
+        ln2_hi = self.splat(_LN2_HI64 if self.f64 else float(_LN2_HI32))
+        ln2_lo = self.splat(_LN2_LO64 if self.f64 else float(_LN2_LO32))
+        t = self.fma(hi, s_log2e, magic)
+        nf = b.fsub(t, magic)
+        r = self.fma(hi, s, b.fneg(b.fmul(nf, ln2_hi)))
+        r = self.fma(hi, s_lo, r)
+        r = self.fma(b.fneg(nf), ln2_lo, r)
+        r = self.fma(lo, s, r)
+        return b.fmul(self._poly(r), self._scale(t))
+
+
+def _short_terms(rv, xs, m, p, spread):
+    # the exponentials of the row (vectors xs) against m (a splat), the lanes past the row
+    # 0: exp_near where p allows it (p[4]) and the row's spread is below NEAR32 (near_ok),
+    # else exp_sub with p's (s, s_lo, s * LOG2E, LO / s)
+    b = rv.b
+    sub = [rv.splat(v) for v in p[:4]]
+    if rv.f64:
+        return rv.live([rv.exp_sub(x, m, *sub) for x in xs], 0.0)
+    near = b.and_(p[4], b.fcmp_ordered("<", spread, ir.Constant(rv.ety, NEAR32)))
+    with b.if_else(near, likely=True) as (then, otherwise):
+        with then:
+            near_terms = [rv.exp_near(x, m) for x in xs]
+            bb_near = b.block
+        with otherwise:
+            sub_terms = [rv.exp_sub(x, m, *sub) for x in xs]
+            bb_sub = b.block
+    out = []
+    for e_near, e_sub in zip(near_terms, sub_terms):
+        phi = b.phi(rv.vty)
+        phi.add_incoming(e_near, bb_near)
+        phi.add_incoming(e_sub, bb_sub)
+        out.append(phi)
+    return rv.live(out, 0.0)
+
+
+def _short_range(rv, xs):
+    # (max, spread) of the row (its K vectors xs, masked lanes -inf), each a splat; the
+    # maximum misses a NaN (the terms carry it), a spread that is not finite is not near
+    b = rv.b
+    m = rv.across(rv.fold(xs, rv.vmax), rv.vmax)
+    low = rv.across(rv.fold(rv.live(xs, math.inf), rv.vmin), rv.vmin)
+    return m, b.fsub(m, low)
+
+
+def _short_sig_args(context, builder, sig, args, k):
+    # the exponentials' parameters, arguments k to k + 4 of a short-row intrinsic: s, s_lo,
+    # s * LOG2E, LO / s (in the row's dtype) and near (an i1), as short_exp_args gives them
+    vals = [context.cast(builder, v, t, sig.args[0].dtype) for v, t in
+            zip(args[k:k + 4], sig.args[k:k + 4])]
+    return vals + [context.cast(builder, args[k + 4], sig.args[k + 4], types.boolean)]
+
+
+@intrinsic(prefer_literal=True)
+def short_softmax_row(typingctx, x2, out2, i, s, s_lo, s_log2e, lowest, near, K):
+    """out2[i] = softmax of x2[i] at 1/T = s + s_lo for a short row of K vectors
+    (short_chunks): y_j = exp_sub(x_j, m, s) / sum_k exp_sub(x_k, m, s), m = max_k x_k
+    (exp_near when ``near`` and the row's spread allows, as near_ok), the sum in the
+    row's precision, the row scaled by 1 / sum (rounded from float64); a row whose maximum
+    is not finite is NaN.  s_log2e = s * LOG2E and lowest = LO / s in the row's dtype."""
+    if not isinstance(K, types.IntegerLiteral):
+        return None
+    nk = K.literal_value
+    sig = types.none(x2, out2, i, s, s_lo, s_log2e, lowest, near, K)
+
+    def codegen(context, builder, sig, args):
+        rv = _RowVectors(context, builder, sig.args[0], args[0],
+                         context.cast(builder, args[2], sig.args[2], types.int64), nk)
+        ro = _RowVectors(context, builder, sig.args[1], args[1],
+                         context.cast(builder, args[2], sig.args[2], types.int64), nk)
+        xs = rv.load(-math.inf)
+        m, spread = _short_range(rv, xs)
+        with builder.if_else(rv.finite(rv.lane0(m)), likely=True) as (then, otherwise):
+            with then:
+                p = _short_sig_args(context, builder, sig, args, 3)
+                es = _short_terms(rv, xs, m, p, rv.lane0(spread))
+                total = rv.across(rv.fold(es, builder.fadd), builder.fadd)
+                dty = ir.DoubleType()
+                inv = builder.fdiv(ir.Constant(dty, 1.0), builder.fpext(rv.lane0(total), dty)
+                                   if not rv.f64 else rv.lane0(total))
+                inv = inv if rv.f64 else builder.fptrunc(inv, rv.ety)
+                ro.store([builder.fmul(e, rv.splat(inv)) for e in es])
+            with otherwise:
+                ro.store([rv.splat(math.nan)] * nk)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic(prefer_literal=True)
+def short_lse_parts(typingctx, x2, i, s, s_lo, s_log2e, lowest, near, K):
+    """(m, rest, ties) of the short row x2[i] of K vectors, as row_lse_parts gives them
+    (row_sumexp's rest and ties against the maximum m, in the row's dtype; (m, 0, 0) when
+    m is not finite), with the exponentials of short_softmax_row."""
+    if not isinstance(K, types.IntegerLiteral):
+        return None
+    nk = K.literal_value
+    ret = types.UniTuple(x2.dtype, 3)
+    sig = ret(x2, i, s, s_lo, s_log2e, lowest, near, K)
+
+    def codegen(context, builder, sig, args):
+        rv = _RowVectors(context, builder, sig.args[0], args[0],
+                         context.cast(builder, args[1], sig.args[1], types.int64), nk)
+        xs = rv.load(-math.inf)
+        m, spread = _short_range(rv, xs)
+        m0 = rv.lane0(m)
+        zero = ir.Constant(rv.ety, 0.0)
+        entry = builder.block
+        with builder.if_then(rv.finite(m0), likely=True):
+            p = _short_sig_args(context, builder, sig, args, 2)
+            es = _short_terms(rv, xs, m, p, rv.lane0(spread))
+            # below the maximum (a NaN too): a term of rest; at it: a tie
+            below = [builder.not_(builder.fcmp_ordered(">=", x, m)) for x in xs]
+            rest = [builder.select(w, e, rv.splat(0.0)) for w, e in zip(below, es)]
+            rest0 = rv.lane0(rv.across(rv.fold(rest, builder.fadd), builder.fadd))
+            ties0 = builder.uitofp(rv.count([builder.and_(builder.not_(w), live)
+                                              for w, live in zip(below, rv.masks)]), rv.ety)
+            inside = builder.block
+        rest_phi = builder.phi(rv.ety)
+        rest_phi.add_incoming(rest0, inside)
+        rest_phi.add_incoming(zero, entry)
+        ties_phi = builder.phi(rv.ety)
+        ties_phi.add_incoming(ties0, inside)
+        ties_phi.add_incoming(zero, entry)
+        return context.make_tuple(builder, sig.return_type, [m0, rest_phi, ties_phi])
+
+    return sig, codegen
+
+
+@intrinsic(prefer_literal=True)
+def short_shift_row(typingctx, x2, out2, i, m, a, c, K):
+    """out2[i, j] = (x2[i, j] - m) * a - c for the short row i of K vectors (log_softmax's
+    output, _log_softmax_out's arithmetic)."""
+    if not isinstance(K, types.IntegerLiteral):
+        return None
+    nk = K.literal_value
+    sig = types.none(x2, out2, i, m, a, c, K)
+
+    def codegen(context, builder, sig, args):
+        i = context.cast(builder, args[2], sig.args[2], types.int64)
+        rv = _RowVectors(context, builder, sig.args[0], args[0], i, nk)
+        ro = _RowVectors(context, builder, sig.args[1], args[1], i, nk)
+        m, a, c = (rv.splat(context.cast(builder, v, t, sig.args[0].dtype))
+                   for v, t in zip(args[3:6], sig.args[3:6]))
+        ro.store([builder.fsub(builder.fmul(builder.fsub(x, m), a), c)
+                  for x in rv.load(0.0)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def short_exp_args(s, like):  # pragma: no cover - the overload runs in jitted code
+    """(s, s_lo, s * LOG2E, LO / s, near) for the short-row intrinsics from the float64 pair
+    s = 1/T (see exp_sub), in like's dtype; near: exp_near may be taken (float32 at
+    temperature 1, as near_ok)."""
+    return None
+
+
+@overload(short_exp_args)
+def _short_exp_args_impl(s, like):
+    if like.dtype == types.float32:
+
+        def args32(s, like):
+            hi = np.float32(s[0])
+            lo = np.float32((s[0] - np.float64(hi)) + s[1])
+            return hi, lo, hi * np.float32(_LOG2E), _LO32 / hi, s[0] == 1.0 and s[1] == 0.0
+
+        return args32
+    if like.dtype == types.float64:
+        return lambda s, like: (s[0], s[1], s[0] * _LOG2E, _LO64 / s[0], False)
+    return None
+
+
+@njit
+def short_softmax(x2, out2, i, p, k):
+    """short_softmax_row for a row of k vectors (short_chunks), p from short_exp_args."""
+    always_inline()
+    if k == 1:
+        short_softmax_row(x2, out2, i, p[0], p[1], p[2], p[3], p[4], 1)
+    elif k == 2:
+        short_softmax_row(x2, out2, i, p[0], p[1], p[2], p[3], p[4], 2)
+    elif k == 3:
+        short_softmax_row(x2, out2, i, p[0], p[1], p[2], p[3], p[4], 3)
+    else:
+        short_softmax_row(x2, out2, i, p[0], p[1], p[2], p[3], p[4], 4)
+
+
+@njit
+def short_lse(x2, i, p, k):
+    """short_lse_parts for a row of k vectors, p from short_exp_args."""
+    always_inline()
+    if k == 1:
+        return short_lse_parts(x2, i, p[0], p[1], p[2], p[3], p[4], 1)
+    if k == 2:
+        return short_lse_parts(x2, i, p[0], p[1], p[2], p[3], p[4], 2)
+    if k == 3:
+        return short_lse_parts(x2, i, p[0], p[1], p[2], p[3], p[4], 3)
+    return short_lse_parts(x2, i, p[0], p[1], p[2], p[3], p[4], 4)
+
+
+@njit
+def short_shift(x2, out2, i, m, a, c, k):
+    """short_shift_row for a row of k vectors."""
+    always_inline()
+    if k == 1:
+        short_shift_row(x2, out2, i, m, a, c, 1)
+    elif k == 2:
+        short_shift_row(x2, out2, i, m, a, c, 2)
+    elif k == 3:
+        short_shift_row(x2, out2, i, m, a, c, 3)
+    else:
+        short_shift_row(x2, out2, i, m, a, c, 4)

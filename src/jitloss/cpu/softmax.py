@@ -17,7 +17,7 @@ import numpy as np
 from numba import njit, prange, uint64
 
 from .. import _formulas as formulas
-from . import group_rows, lane_width_for, run, run_rows, tile_rows, tile_top
+from . import group_rows, lane_width_for, run, run_rows, short_rows, tile_rows, tile_top
 from ._math import (
     always_inline,
     BLOCK,
@@ -34,7 +34,6 @@ from ._math import (
     has_nan,
     lane_block,
     lanes_of,
-    lanes_to_rows,
     lanes_dot,
     lanes_exp_store,
     lanes_range,
@@ -61,6 +60,13 @@ from ._math import (
     stack_lanes,
     tile,
     row_rest,
+    short_chunks,
+    short_exp_args,
+    short_scratch,
+    SHORT_GROUP,
+    short_lse,
+    short_shift,
+    short_softmax,
     wide_vectors,
 )
 
@@ -94,7 +100,7 @@ def softmax(x3, s, out3=None):
     x2 = _rows(x3)
     if x2 is not None:
         run_rows((_softmax_rows_serial, _softmax_rows), None, x2, _rows(out3), s,
-                 tile_kernels=(_softmax_tiles_serial, _softmax_tiles))
+                 short_kernels=(_softmax_short_serial, _softmax_short))
     else:
         run(_softmax_lanes_serial, _softmax_lanes, x3.size, x3, out3, s, lane_width_for(x3))
     return out3
@@ -107,7 +113,7 @@ def log_softmax(x3, s, out3=None):
     if x2 is not None:
         run_rows((_log_softmax_rows_serial, _log_softmax_rows),
                  (_log_softmax_groups_serial, _log_softmax_groups), x2, _rows(out3), s,
-                 tile_kernels=(_log_softmax_tiles_serial, _log_softmax_tiles))
+                 short_kernels=(_log_softmax_short_serial, _log_softmax_short))
     else:
         run(_log_softmax_lanes_serial, _log_softmax_lanes, x3.size, x3, out3, s, lane_width_for(x3))
     return out3
@@ -130,8 +136,8 @@ def softmax_small(x):
     computed in one compiled call (the serial twin's arithmetic: the same bits)."""
     out = np.empty_like(x)
     x2, out2 = _as_rows(x), _as_rows(out)
-    if tile_rows(x2.shape[0], x2.shape[1], x2.itemsize):
-        _softmax_tiles_serial(x2, out2, _ONE, tile_top(x2.shape[1], x2.itemsize))
+    if short_rows(x2.shape[1], x2.itemsize):
+        _softmax_short_serial(x2, out2, _ONE)
     else:
         _softmax_rows_serial(x2, out2, _ONE)
     return out
@@ -143,8 +149,8 @@ def log_softmax_small(x):
     out = np.empty_like(x)
     x2, out2 = _as_rows(x), _as_rows(out)
     G = group_rows(x2.shape[0], x2.shape[1], x2.itemsize)
-    if tile_rows(x2.shape[0], x2.shape[1], x2.itemsize):
-        _log_softmax_tiles_serial(x2, out2, _ONE, tile_top(x2.shape[1], x2.itemsize))
+    if short_rows(x2.shape[1], x2.itemsize):
+        _log_softmax_short_serial(x2, out2, _ONE)
     elif G:
         _log_softmax_groups_serial(x2, out2, _ONE, G)
     else:
@@ -612,6 +618,8 @@ def _logsumexp_groups_serial(x2, out1, G):
 
 
 # --- row tiles (short rows as lanes) ----------------------------------------------------
+# (logsumexp's short rows, and cross-entropy's in cpu/cross_entropy.py; softmax and
+# log_softmax took them until session 24 and now take their rows as vectors, below.)
 # A row of a few classes is a chain of dependent steps (its maximum, its exponentials and
 # their sum, a division, the scaling) too short to keep a core busy: a 32-class float32
 # softmax row took 60-80 ns, most of it waiting on that chain, whatever the row kernels'
@@ -633,66 +641,85 @@ def _logsumexp_groups_serial(x2, out1, G):
 # width or the tile it falls in.
 
 
-@njit
-def _softmax_tile(x2, out2, s, r0, T, U):
-    # rows r0 .. r0 + g - 1 through _softmax_lane_block as the lanes of T (into U)
-    wide_vectors()
-    g = rows_to_lanes(x2, r0, T)
-    _softmax_lane_block(T, U, s, 0, uint64(0), uint64(g))
-    lanes_to_rows(U, out2, r0, g)
-
-
-@njit(parallel=True, cache=True)
-def _softmax_tiles(x2, out2, s, R):
-    # _softmax_rows for short rows, R rows at a time as lanes
-    wide_vectors()
-    N = x2.shape[0]
-    for t in prange((N + R - 1) // R):
-        wide_vectors()
-        T, U = tile(N, R, x2), tile(N, R, x2)
-        _softmax_tile(x2, out2, s, t * R, T, U)
-
-
-@njit(cache=True)
-def _softmax_tiles_serial(x2, out2, s, R):
-    # serial twin of _softmax_tiles, for small inputs
-    wide_vectors()
-    x2, out2, s = borrowed(x2), borrowed(out2), borrowed(s)
-    N = x2.shape[0]
-    T, U = tile(N, R, x2), tile(N, R, x2)
-    for t in range((N + R - 1) // R):
-        _softmax_tile(x2, out2, s, t * R, T, U)
+# --- short rows as vectors ---------------------------------------------------------------
+# Rows of at most SHORT_ROW_BYTES (64 float32, 32 float64 classes) take each row as the K
+# vectors of short_softmax / short_lse (cpu/_math.py, "short rows as vectors"), written in
+# LLVM IR: the row kernels' loops run such a row scalar, and the row tiles, which took
+# them until session 24, spent half their time transposing.  Float32, 2 threads, znver4,
+# in-process against the tiles: see README ("What session 24 found").  A row's bits do not
+# depend on the rows around it, the threads, or whether it is computed in place.
 
 
 @njit
-def _log_softmax_tile(x2, out2, s, r0, T, U):
-    # _softmax_tile for log_softmax
+def _log_softmax_short_group(x2, out2, p, sm, k, r0, g, m, rest, ties, L):
+    # (x_j - m) s - log1p_rest(rest, ties) for rows r0 .. r0 + g - 1, each as vectors: their
+    # (m, rest, ties) (short_lse), the logarithms in one loop that vectorises (log1p_rests:
+    # libm's log1p a row took 2.7x the time of the tiles at 262144 x 8), the output rows
+    # (short_shift).  In place, short_shift reads a row before it writes it, and a row
+    # that is NaN (its maximum not finite) is not read again.
     wide_vectors()
-    g = rows_to_lanes(x2, r0, T)
-    _log_softmax_lane_block(T, U, s, 0, uint64(0), uint64(g))
-    lanes_to_rows(U, out2, r0, g)
+    for q in range(g):
+        m[q], rest[q], ties[q] = short_lse(x2, r0 + q, p, k)
+        if not math.isfinite(m[q]):
+            row_fill(out2, r0 + q, np.nan)
+    log1p_rests(rest, ties, g, L)
+    for q in range(g):
+        if math.isfinite(m[q]):
+            short_shift(x2, out2, r0 + q, m[q], sm, as_type_of(L[q], x2), k)
 
 
 @njit(parallel=True, cache=True)
-def _log_softmax_tiles(x2, out2, s, R):
-    # _log_softmax_rows for short rows, R rows at a time as lanes
+def _softmax_short(x2, out2, s):
+    # y_j = exp((x_j - m) s) / sum_k exp((x_k - m) s), each short row as vectors
+    # gradient: dx = y * (dy - sum(dy * y)) * s  (_softmax_backward_rows)
     wide_vectors()
-    N = x2.shape[0]
-    for t in prange((N + R - 1) // R):
+    p = short_exp_args(s, x2)
+    k = short_chunks(x2.shape[1], x2.itemsize)
+    for i in prange(x2.shape[0]):
         wide_vectors()
-        T, U = tile(N, R, x2), tile(N, R, x2)
-        _log_softmax_tile(x2, out2, s, t * R, T, U)
+        short_softmax(x2, out2, i, p, k)
 
 
 @njit(cache=True)
-def _log_softmax_tiles_serial(x2, out2, s, R):
-    # serial twin of _log_softmax_tiles, for small inputs
+def _softmax_short_serial(x2, out2, s):
+    # serial twin of _softmax_short, for small inputs
     wide_vectors()
     x2, out2, s = borrowed(x2), borrowed(out2), borrowed(s)
+    p = short_exp_args(s, x2)
+    k = short_chunks(x2.shape[1], x2.itemsize)
+    for i in range(x2.shape[0]):
+        short_softmax(x2, out2, i, p, k)
+
+
+@njit(parallel=True, cache=True)
+def _log_softmax_short(x2, out2, s):
+    # y_j = (x_j - m) s - log1p(rest + ties - 1), short rows SHORT_GROUP at a time as vectors
+    # gradient: dx = (dy - exp(y) * sum(dy)) * s  (_log_softmax_backward_rows)
+    wide_vectors()
+    p = short_exp_args(s, x2)
+    sm = as_type_of(s[0], x2)
+    k = short_chunks(x2.shape[1], x2.itemsize)
     N = x2.shape[0]
-    T, U = tile(N, R, x2), tile(N, R, x2)
-    for t in range((N + R - 1) // R):
-        _log_softmax_tile(x2, out2, s, t * R, T, U)
+    for t in prange((N + SHORT_GROUP - 1) // SHORT_GROUP):
+        wide_vectors()
+        r0, g = group_span(t, SHORT_GROUP, N)
+        m, rest, ties, L = short_scratch(x2)
+        _log_softmax_short_group(x2, out2, p, sm, k, r0, g, m, rest, ties, L)
+
+
+@njit(cache=True)
+def _log_softmax_short_serial(x2, out2, s):
+    # serial twin of _log_softmax_short, for small inputs
+    wide_vectors()
+    x2, out2, s = borrowed(x2), borrowed(out2), borrowed(s)
+    p = short_exp_args(s, x2)
+    sm = as_type_of(s[0], x2)
+    k = short_chunks(x2.shape[1], x2.itemsize)
+    N = x2.shape[0]
+    m, rest, ties, L = short_scratch(x2)
+    for t in range((N + SHORT_GROUP - 1) // SHORT_GROUP):
+        r0, g = group_span(t, SHORT_GROUP, N)
+        _log_softmax_short_group(x2, out2, p, sm, k, r0, g, m, rest, ties, L)
 
 
 @njit
