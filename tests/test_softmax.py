@@ -436,20 +436,26 @@ def test_which_rows_are_short():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", [(16, 1), (300, 5), (70, 16), (3300, 10)])
-def test_logsumexp_of_short_rows_in_tiles(dtype, shape):
-    # logsumexp's short rows go through the lane kernel in tiles as well: the reference's
-    # values, the bits of the rows taken along axis 0, into out= as into a new array
+@pytest.mark.parametrize("shape", [(16, 1), (300, 5), (70, 16), (3300, 10), (130, 64)])
+def test_logsumexp_of_short_rows(dtype, shape):
+    # logsumexp's short rows go through the short-row kernels as well (groups of
+    # SHORT_GROUP rows and a partial one): the reference's values, the bits of each row
+    # computed alone and along axis 1 of (N, C, 1), into out= as into a new array
+    shape = (shape[0], min(shape[1], jitloss.cpu.SHORT_ROW_BYTES // np.dtype(dtype).itemsize))
     x = _rng(8).standard_normal(shape).astype(dtype)
     x[5] = -np.inf
     x[7, 0] = np.inf
     x[9, 0] = np.nan
+    x[11, -1] = np.inf
+    x[11, 0] = np.nan  # with +inf, if there are two classes
     got = jitloss.logsumexp(x)
     want = ref.logsumexp(x.astype(np.float64), axis=-1)
-    assert np.isnan(got[9]) and got[7] == np.inf and got[5] == -np.inf
+    assert np.isnan(got[9]) and np.isnan(got[11]) and got[7] == np.inf and got[5] == -np.inf
     ok = np.isfinite(want)
     np.testing.assert_allclose(got[ok], want[ok], rtol=RTOL[np.dtype(dtype).type])
-    np.testing.assert_array_equal(got, jitloss.logsumexp(np.ascontiguousarray(x.T), axis=0))
+    for q in {0, 5, 7, 9, shape[0] // 2, shape[0] - 1}:
+        np.testing.assert_array_equal(got[q], jitloss.logsumexp(x[q]))
+    np.testing.assert_array_equal(got, jitloss.logsumexp(x[:, :, None], axis=1)[:, 0])
     out = np.empty((shape[0], 1), dtype)
     assert jitloss.logsumexp(x, keepdims=True, out=out) is out
     np.testing.assert_array_equal(out[:, 0], got)

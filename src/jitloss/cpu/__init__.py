@@ -56,19 +56,21 @@ LANE_WIDE_BYTES = 8192
 GROUP_ROW_BYTES = 1024
 GROUP_BYTES = 16 << 10
 
-# Rows of at most TILE_ROW_BYTES (softmax, log_softmax, logsumexp, cross-entropy) are taken
-# a tile at a time as the lanes of a (classes, rows) tile and go through the lane kernels
-# (see cpu/softmax.py, "row tiles"): rows shorter than 256 bytes (63 float32, 31 float64
-# classes).  The row kernels' loops take 64 float32 (32 float64) elements per vector
-# iteration and the rest one by one, so such a row runs scalar; a row of 64 runs well, and
+# Rows of at most TILE_ROW_BYTES (cross-entropy; softmax, log_softmax and logsumexp until
+# session 24, see SHORT_ROW_BYTES) are taken a tile at a time as the lanes of a (classes,
+# rows) tile and go through the lane kernels (see cpu/cross_entropy.py, "row tiles"): rows
+# shorter than 256 bytes (63 float32, 31 float64 classes).  The row kernels' loops take 64
+# float32 (32 float64) elements per vector iteration and the rest one by one, so such a row
+# runs scalar; a row of 64 runs well, and
 # there tiles of 128 rows measured 0.93-1.18x its time (float32, 2 threads, emeraldrapids).
 # From 33 to 63 float32 classes tiles of 128 rows took 0.54-0.97 of the time of the row
 # kernels and row groups (softmax 0.73-0.97, log_softmax 0.54-0.83, cross_entropy_with_grad
 # 0.78-1.07), from 17 to 31 float64 0.55-0.85 (cross_entropy_with_grad 0.81-0.88 at 18-20
 # classes, 1.10-1.24 at 24-28: level on the whole, kept under the one rule).
 TILE_ROW_BYTES = 252
-# softmax and log_softmax take rows of at most SHORT_ROW_BYTES as vectors instead, however
-# few (cpu/softmax.py, "short rows as vectors"): up to four vectors of 64 bytes.
+# softmax, log_softmax and logsumexp take rows of at most SHORT_ROW_BYTES as vectors
+# instead, however few (cpu/softmax.py, "short rows as vectors"): up to four vectors of 64
+# bytes.
 SHORT_ROW_BYTES = 256
 # A tile holds up to TILE_BYTES (classes x rows; each class row at most LANE_WIDE_BYTES):
 # wider tiles spread the lane blocks' work per class, and the tile's allocation, over more
@@ -126,7 +128,7 @@ def tile_rows(rows: int, classes: int, itemsize: int, most: int = TILE_ROW_BYTES
 def short_rows(classes: int, itemsize: int) -> bool:
     """True if rows of ``classes`` elements take the short-row kernels (at most
     SHORT_ROW_BYTES: 64 float32 or 32 float64 classes, four vectors of 64 bytes), in a
-    family that has them (softmax, log_softmax)."""
+    family that has them (softmax, log_softmax, logsumexp)."""
     return classes * itemsize <= SHORT_ROW_BYTES
 
 

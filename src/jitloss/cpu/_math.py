@@ -1760,16 +1760,17 @@ def lane_block(t, nb, width, inner):
 
 
 # --- short rows as vectors ---------------------------------------------------------------
-# A row of at most SHORT_ROW_BYTES (64 float32 or 32 float64 classes) is K <= 4 vectors of
-# 64 bytes.  LLVM's loop vectoriser gives the row kernels' loops a body of 4 vectors (64
-# float32 elements) and a scalar remainder, so such a row ran scalar, and the row tiles
+# A row of at most SHORT_ROW_BYTES (64 float32 or 32 float64 classes) is one vector of 16
+# or 32 bytes, or K <= 4 vectors of 64 bytes (short_chunks).  LLVM's loop vectoriser gives
+# the row kernels' loops a body of 4 vectors (64 float32 elements) and a scalar remainder,
+# so such a row ran scalar, and the row tiles
 # (rows transposed into lanes and back) spent half their time moving the data.  These
 # intrinsics take a row as its K vectors in registers, written in LLVM IR: masked loads
 # (nothing past the row is touched), the range and the sums reduced across the vector in
 # log2(W) rotations, the exponentials by the same operations as exp_near / exp_sub (the
 # same bits, element by element), masked stores.  All of a row is loaded before any of it
-# is stored, so out2 may be x2 (in place).  K is a literal: the caller branches once on the
-# row length (short_chunks) and calls the intrinsic for that K.
+# is stored, so out2 may be x2 (in place).  K, short_chunks' code, is a literal: the caller
+# branches once on the row length and calls the intrinsic for that code.
 # Rows a group of log_softmax's short rows (short_scratch), whose logarithms are taken in
 # one vectorised loop
 SHORT_GROUP = 64
@@ -1803,18 +1804,33 @@ def short_scratch(typingctx, like):
 
 @njit
 def short_chunks(n, itemsize):
-    """Vectors of 64 bytes in a row of n elements (1 to 4 for a short row)."""
-    w = 64 // itemsize
-    return max(1, (n + w - 1) // w)
+    """The vectors a short row of n elements takes, as a code for the short-row intrinsics
+    (_short_shape): 1 for a row of up to 16 bytes (one vector of 16), 2 up to 32 bytes (one
+    of 32), 3 to 6 for 1 to 4 vectors of 64 bytes."""
+    b = n * itemsize
+    if b <= 16:
+        return 1
+    if b <= 32:
+        return 2
+    return 2 + (b + 63) // 64
+
+
+def _short_shape(code, itemsize):
+    # (lanes a vector, vectors) of short_chunks' code: the rows of a few classes take a
+    # narrow vector, whose operations cost less (a 64-byte one is two halves on znver4) and
+    # whose reductions take fewer steps
+    vec = 16 << min(code - 1, 2)
+    return vec // itemsize, max(1, code - 2)
 
 
 class _RowVectors:
-    # IR for one row of x2 as K vectors of W lanes (see "short rows as vectors")
+    # IR for one row of x2 as K vectors of W lanes (short_chunks' code; see "short rows as
+    # vectors")
 
-    def __init__(self, context, builder, aty, a, i, K):
+    def __init__(self, context, builder, aty, a, i, code):
         self.b = builder
         self.f64 = aty.dtype == types.float64
-        self.W = 8 if self.f64 else 16
+        self.W, K = _short_shape(code, 8 if self.f64 else 4)
         self.ety = context.get_data_type(aty.dtype)
         self.ity = ir.IntType(64 if self.f64 else 32)
         self.vty = ir.VectorType(self.ety, self.W)
@@ -1870,14 +1886,16 @@ class _RowVectors:
         return self.b.select(self.b.fcmp_ordered("<", a, b), a, b)
 
     def across(self, v, op):
-        # op over the W lanes of v, by rotations: every lane holds the result
-        sty = ir.VectorType(ir.IntType(32), self.W)
+        # op over the W lanes of v, halving the vector each step (64 -> 32 -> 16 bytes ...:
+        # the narrow steps are single operations on znver4): the scalar result
         w = self.W
         while w > 1:
             w //= 2
-            rot = ir.Constant(sty, [(j + w) % self.W for j in range(self.W)])
-            v = op(v, self.b.shuffle_vector(v, v, rot))
-        return v
+            half = ir.VectorType(ir.IntType(32), w)
+            lo = self.b.shuffle_vector(v, v, ir.Constant(half, list(range(w))))
+            hi = self.b.shuffle_vector(v, v, ir.Constant(half, list(range(w, 2 * w))))
+            v = op(lo, hi)
+        return self.b.extract_element(v, ir.IntType(32)(0))
 
     def fold(self, vecs, op):
         acc = vecs[0]
@@ -1896,9 +1914,6 @@ class _RowVectors:
         # an i1: the scalar v is finite
         fabs = self._fn("llvm.fabs.%s" % ("f64" if self.f64 else "f32"), self.ety, [self.ety])
         return self.b.fcmp_ordered("<", self.b.call(fabs, [v]), ir.Constant(self.ety, math.inf))
-
-    def lane0(self, v):
-        return self.b.extract_element(v, ir.IntType(32)(0))
 
     def live(self, vecs, fill):
         # vecs with the lanes past the row set to fill
@@ -1985,12 +2000,11 @@ def _short_terms(rv, xs, m, p, spread):
 
 
 def _short_range(rv, xs):
-    # (max, spread) of the row (its K vectors xs, masked lanes -inf), each a splat; the
-    # maximum misses a NaN (the terms carry it), a spread that is not finite is not near
-    b = rv.b
+    # (max, spread) of the row (its vectors xs, masked lanes -inf), scalars; the maximum
+    # misses a NaN (the terms carry it), a spread that is not finite is not near
     m = rv.across(rv.fold(xs, rv.vmax), rv.vmax)
     low = rv.across(rv.fold(rv.live(xs, math.inf), rv.vmin), rv.vmin)
-    return m, b.fsub(m, low)
+    return m, rv.b.fsub(m, low)
 
 
 def _short_sig_args(context, builder, sig, args, k):
@@ -2003,35 +2017,35 @@ def _short_sig_args(context, builder, sig, args, k):
 
 @intrinsic(prefer_literal=True)
 def short_softmax_row(typingctx, x2, out2, i, s, s_lo, s_log2e, lowest, near, K):
-    """out2[i] = softmax of x2[i] at 1/T = s + s_lo for a short row of K vectors
-    (short_chunks): y_j = exp_sub(x_j, m, s) / sum_k exp_sub(x_k, m, s), m = max_k x_k
+    """out2[i] = softmax of x2[i] at 1/T = s + s_lo for a short row of short_chunks'
+    code K: y_j = exp_sub(x_j, m, s) / sum_k exp_sub(x_k, m, s), m = max_k x_k
     (exp_near when ``near`` and the row's spread allows, as near_ok), the sum in the
     row's precision, the row scaled by 1 / sum (rounded from float64); a row whose maximum
     is not finite is NaN.  s_log2e = s * LOG2E and lowest = LO / s in the row's dtype."""
     if not isinstance(K, types.IntegerLiteral):
         return None
-    nk = K.literal_value
+    code = K.literal_value
     sig = types.none(x2, out2, i, s, s_lo, s_log2e, lowest, near, K)
 
     def codegen(context, builder, sig, args):
         rv = _RowVectors(context, builder, sig.args[0], args[0],
-                         context.cast(builder, args[2], sig.args[2], types.int64), nk)
+                         context.cast(builder, args[2], sig.args[2], types.int64), code)
         ro = _RowVectors(context, builder, sig.args[1], args[1],
-                         context.cast(builder, args[2], sig.args[2], types.int64), nk)
+                         context.cast(builder, args[2], sig.args[2], types.int64), code)
         xs = rv.load(-math.inf)
         m, spread = _short_range(rv, xs)
-        with builder.if_else(rv.finite(rv.lane0(m)), likely=True) as (then, otherwise):
+        with builder.if_else(rv.finite(m), likely=True) as (then, otherwise):
             with then:
                 p = _short_sig_args(context, builder, sig, args, 3)
-                es = _short_terms(rv, xs, m, p, rv.lane0(spread))
+                es = _short_terms(rv, xs, rv.splat(m), p, spread)
                 total = rv.across(rv.fold(es, builder.fadd), builder.fadd)
                 dty = ir.DoubleType()
-                inv = builder.fdiv(ir.Constant(dty, 1.0), builder.fpext(rv.lane0(total), dty)
-                                   if not rv.f64 else rv.lane0(total))
+                inv = builder.fdiv(ir.Constant(dty, 1.0), builder.fpext(total, dty)
+                                   if not rv.f64 else total)
                 inv = inv if rv.f64 else builder.fptrunc(inv, rv.ety)
                 ro.store([builder.fmul(e, rv.splat(inv)) for e in es])
             with otherwise:
-                ro.store([rv.splat(math.nan)] * nk)
+                ro.store([rv.splat(math.nan)] * rv.K)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -2039,30 +2053,30 @@ def short_softmax_row(typingctx, x2, out2, i, s, s_lo, s_log2e, lowest, near, K)
 
 @intrinsic(prefer_literal=True)
 def short_lse_parts(typingctx, x2, i, s, s_lo, s_log2e, lowest, near, K):
-    """(m, rest, ties) of the short row x2[i] of K vectors, as row_lse_parts gives them
+    """(m, rest, ties) of the short row x2[i] (short_chunks' code K), as row_lse_parts gives them
     (row_sumexp's rest and ties against the maximum m, in the row's dtype; (m, 0, 0) when
     m is not finite), with the exponentials of short_softmax_row."""
     if not isinstance(K, types.IntegerLiteral):
         return None
-    nk = K.literal_value
+    code = K.literal_value
     ret = types.UniTuple(x2.dtype, 3)
     sig = ret(x2, i, s, s_lo, s_log2e, lowest, near, K)
 
     def codegen(context, builder, sig, args):
         rv = _RowVectors(context, builder, sig.args[0], args[0],
-                         context.cast(builder, args[1], sig.args[1], types.int64), nk)
+                         context.cast(builder, args[1], sig.args[1], types.int64), code)
         xs = rv.load(-math.inf)
-        m, spread = _short_range(rv, xs)
-        m0 = rv.lane0(m)
+        m0, spread = _short_range(rv, xs)
+        m = rv.splat(m0)
         zero = ir.Constant(rv.ety, 0.0)
         entry = builder.block
         with builder.if_then(rv.finite(m0), likely=True):
             p = _short_sig_args(context, builder, sig, args, 2)
-            es = _short_terms(rv, xs, m, p, rv.lane0(spread))
+            es = _short_terms(rv, xs, m, p, spread)
             # below the maximum (a NaN too): a term of rest; at it: a tie
             below = [builder.not_(builder.fcmp_ordered(">=", x, m)) for x in xs]
             rest = [builder.select(w, e, rv.splat(0.0)) for w, e in zip(below, es)]
-            rest0 = rv.lane0(rv.across(rv.fold(rest, builder.fadd), builder.fadd))
+            rest0 = rv.across(rv.fold(rest, builder.fadd), builder.fadd)
             ties0 = builder.uitofp(rv.count([builder.and_(builder.not_(w), live)
                                               for w, live in zip(below, rv.masks)]), rv.ety)
             inside = builder.block
@@ -2079,17 +2093,17 @@ def short_lse_parts(typingctx, x2, i, s, s_lo, s_log2e, lowest, near, K):
 
 @intrinsic(prefer_literal=True)
 def short_shift_row(typingctx, x2, out2, i, m, a, c, K):
-    """out2[i, j] = (x2[i, j] - m) * a - c for the short row i of K vectors (log_softmax's
+    """out2[i, j] = (x2[i, j] - m) * a - c for the short row i (short_chunks' code K; log_softmax's
     output, _log_softmax_out's arithmetic)."""
     if not isinstance(K, types.IntegerLiteral):
         return None
-    nk = K.literal_value
+    code = K.literal_value
     sig = types.none(x2, out2, i, m, a, c, K)
 
     def codegen(context, builder, sig, args):
         i = context.cast(builder, args[2], sig.args[2], types.int64)
-        rv = _RowVectors(context, builder, sig.args[0], args[0], i, nk)
-        ro = _RowVectors(context, builder, sig.args[1], args[1], i, nk)
+        rv = _RowVectors(context, builder, sig.args[0], args[0], i, code)
+        ro = _RowVectors(context, builder, sig.args[1], args[1], i, code)
         m, a, c = (rv.splat(context.cast(builder, v, t, sig.args[0].dtype))
                    for v, t in zip(args[3:6], sig.args[3:6]))
         ro.store([builder.fsub(builder.fmul(builder.fsub(x, m), a), c)
@@ -2123,7 +2137,7 @@ def _short_exp_args_impl(s, like):
 
 @njit
 def short_softmax(x2, out2, i, p, k):
-    """short_softmax_row for a row of k vectors (short_chunks), p from short_exp_args."""
+    """short_softmax_row for a row of short_chunks' code k, p from short_exp_args."""
     always_inline()
     if k == 1:
         short_softmax_row(x2, out2, i, p[0], p[1], p[2], p[3], p[4], 1)
@@ -2131,13 +2145,17 @@ def short_softmax(x2, out2, i, p, k):
         short_softmax_row(x2, out2, i, p[0], p[1], p[2], p[3], p[4], 2)
     elif k == 3:
         short_softmax_row(x2, out2, i, p[0], p[1], p[2], p[3], p[4], 3)
-    else:
+    elif k == 4:
         short_softmax_row(x2, out2, i, p[0], p[1], p[2], p[3], p[4], 4)
+    elif k == 5:
+        short_softmax_row(x2, out2, i, p[0], p[1], p[2], p[3], p[4], 5)
+    else:
+        short_softmax_row(x2, out2, i, p[0], p[1], p[2], p[3], p[4], 6)
 
 
 @njit
 def short_lse(x2, i, p, k):
-    """short_lse_parts for a row of k vectors, p from short_exp_args."""
+    """short_lse_parts for a row of short_chunks' code k, p from short_exp_args."""
     always_inline()
     if k == 1:
         return short_lse_parts(x2, i, p[0], p[1], p[2], p[3], p[4], 1)
@@ -2145,12 +2163,16 @@ def short_lse(x2, i, p, k):
         return short_lse_parts(x2, i, p[0], p[1], p[2], p[3], p[4], 2)
     if k == 3:
         return short_lse_parts(x2, i, p[0], p[1], p[2], p[3], p[4], 3)
-    return short_lse_parts(x2, i, p[0], p[1], p[2], p[3], p[4], 4)
+    if k == 4:
+        return short_lse_parts(x2, i, p[0], p[1], p[2], p[3], p[4], 4)
+    if k == 5:
+        return short_lse_parts(x2, i, p[0], p[1], p[2], p[3], p[4], 5)
+    return short_lse_parts(x2, i, p[0], p[1], p[2], p[3], p[4], 6)
 
 
 @njit
 def short_shift(x2, out2, i, m, a, c, k):
-    """short_shift_row for a row of k vectors."""
+    """short_shift_row for a row of short_chunks' code k."""
     always_inline()
     if k == 1:
         short_shift_row(x2, out2, i, m, a, c, 1)
@@ -2158,5 +2180,9 @@ def short_shift(x2, out2, i, m, a, c, k):
         short_shift_row(x2, out2, i, m, a, c, 2)
     elif k == 3:
         short_shift_row(x2, out2, i, m, a, c, 3)
-    else:
+    elif k == 4:
         short_shift_row(x2, out2, i, m, a, c, 4)
+    elif k == 5:
+        short_shift_row(x2, out2, i, m, a, c, 5)
+    else:
+        short_shift_row(x2, out2, i, m, a, c, 6)

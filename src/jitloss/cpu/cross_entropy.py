@@ -966,7 +966,28 @@ def _prob_grad_lane_block(x3, t3, w, eps, z, scale2, loss2, g3, o, i0, n):
         _prob_grad_lane_row(g3, t3, o, j, i0, a, w[j], c1, c0)
 
 
-# --- row tiles (short rows as lanes; see cpu/softmax.py, "row tiles") -----------------------
+# --- row tiles (short rows as lanes) ----------------------------------------------------
+# (softmax, log_softmax and logsumexp took them too until session 24, and now take their
+# short rows as vectors: cpu/softmax.py, "short rows as vectors".)
+# A row of a few classes is a chain of dependent steps (its maximum, its exponentials and
+# their sum, a division, the scaling) too short to keep a core busy: a 32-class float32
+# softmax row took 60-80 ns, most of it waiting on that chain, whatever the row kernels'
+# loops did.  The lane kernels have no such chain per row: each step runs over all lanes
+# at once, one vector of lanes per class.  So rows of at most TILE_ROW_BYTES
+# (cpu/__init__.py) are transposed R at a time (tile_width_for: up to TILE_BYTES a tile)
+# into the lanes of a (classes, R) tile (rows_to_lanes, in transpose_block's 16 x 16
+# blocks), go through the lane kernel's block, and are transposed back (lanes_to_rows).
+# Single-threaded against the row kernels (float32, emeraldrapids), tiles of 128 rows,
+# which the wider tiles now taken beat (see TILE_BYTES): softmax 0.32 of the time at 10
+# classes, 0.41 at 16, 0.58 at 32 (1.4 at 64); log_softmax 0.37, 0.53, 0.73; logsumexp,
+# against the row groups, 0.37, 0.54, 0.58.  Up to 63 float32 classes (31 float64) the row
+# kernels' loops run scalar, and tiles took 0.54-0.97 of their time (see TILE_ROW_BYTES);
+# at 64 classes a row is one vector iteration, and stays.  The backward functions, whose
+# rows wait on no exponentials, keep their row kernels: in tiles of 128 rows
+# softmax_backward took 0.96-1.65x the time, and log_softmax_backward 0.61x at 10 classes
+# but 1.56x at 32 (2 threads).  A row's results are the lane kernels' arithmetic (the same
+# bits as the row taken along axis 0), whatever the number of rows, threads, the tiles'
+# width or the tile it falls in.
 # The rows of a tile, transposed into its lanes, go through the lane blocks above; their
 # per-sample arrays (targets, scales, losses) are sliced to the tile (lanes_of), and the
 # probability targets are transposed alongside.  Against the row groups (float32, 2

@@ -17,7 +17,7 @@ import numpy as np
 from numba import njit, prange, uint64
 
 from .. import _formulas as formulas
-from . import group_rows, lane_width_for, run, run_rows, short_rows, tile_rows, tile_top
+from . import group_rows, lane_width_for, run, run_rows, short_rows
 from ._math import (
     always_inline,
     BLOCK,
@@ -33,7 +33,6 @@ from ._math import (
     group_span,
     has_nan,
     lane_block,
-    lanes_of,
     lanes_dot,
     lanes_exp_store,
     lanes_range,
@@ -50,7 +49,6 @@ from ._math import (
     row_fill,
     aside_row,
     rows_copy,
-    rows_to_lanes,
     row_exp_sum,
     row_lse,
     row_range,
@@ -58,7 +56,6 @@ from ._math import (
     row_sumexp,
     same_memory,
     stack_lanes,
-    tile,
     row_rest,
     short_chunks,
     short_exp_args,
@@ -180,8 +177,8 @@ def logsumexp_small(x):
     x2 = _as_rows(x)
     out1 = np.empty(x2.shape[0], x2.dtype)
     G = group_rows(x2.shape[0], x2.shape[1], x2.itemsize)
-    if tile_rows(x2.shape[0], x2.shape[1], x2.itemsize):
-        _logsumexp_tiles_serial(x2, out1, tile_top(x2.shape[1], x2.itemsize))
+    if short_rows(x2.shape[1], x2.itemsize):
+        _logsumexp_short_serial(x2, out1)
     elif G:
         _logsumexp_groups_serial(x2, out1, G)
     else:
@@ -193,13 +190,9 @@ def logsumexp(x3, out2=None):
     """log(sum(exp(x))) over axis 1 of x3, into the (outer, inner) array out2."""
     out2 = _empty((x3.shape[0], x3.shape[2]), x3.dtype, out2)
     if x3.shape[2] == 1:
-        # out2 is C-contiguous (allocated, or the public layer's view of out=): a 1-D view
-        # that the row tiles can slice (lanes_of); otherwise no tiles
-        whole = out2.flags.c_contiguous
         run_rows((_logsumexp_rows_serial, _logsumexp_rows),
-                 (_logsumexp_groups_serial, _logsumexp_groups), _rows(x3),
-                 out2.reshape(-1) if whole else out2[:, 0],
-                 tile_kernels=(_logsumexp_tiles_serial, _logsumexp_tiles) if whole else None)
+                 (_logsumexp_groups_serial, _logsumexp_groups), _rows(x3), out2[:, 0],
+                 short_kernels=(_logsumexp_short_serial, _logsumexp_short))
     else:
         run(_logsumexp_lanes_serial, _logsumexp_lanes, x3.size, x3, out2, lane_width_for(x3))
     return out2
@@ -617,55 +610,54 @@ def _logsumexp_groups_serial(x2, out1, G):
         _logsumexp_group(x2, out1, r0, g, m, rest, ties, L)
 
 
-# --- row tiles (short rows as lanes) ----------------------------------------------------
-# (logsumexp's short rows, and cross-entropy's in cpu/cross_entropy.py; softmax and
-# log_softmax took them until session 24 and now take their rows as vectors, below.)
-# A row of a few classes is a chain of dependent steps (its maximum, its exponentials and
-# their sum, a division, the scaling) too short to keep a core busy: a 32-class float32
-# softmax row took 60-80 ns, most of it waiting on that chain, whatever the row kernels'
-# loops did.  The lane kernels have no such chain per row: each step runs over all lanes
-# at once, one vector of lanes per class.  So rows of at most TILE_ROW_BYTES
-# (cpu/__init__.py) are transposed R at a time (tile_width_for: up to TILE_BYTES a tile)
-# into the lanes of a (classes, R) tile (rows_to_lanes, in transpose_block's 16 x 16
-# blocks), go through the lane kernel's block, and are transposed back (lanes_to_rows).
-# Single-threaded against the row kernels (float32, emeraldrapids), tiles of 128 rows,
-# which the wider tiles now taken beat (see TILE_BYTES): softmax 0.32 of the time at 10
-# classes, 0.41 at 16, 0.58 at 32 (1.4 at 64); log_softmax 0.37, 0.53, 0.73; logsumexp,
-# against the row groups, 0.37, 0.54, 0.58.  Up to 63 float32 classes (31 float64) the row
-# kernels' loops run scalar, and tiles took 0.54-0.97 of their time (see TILE_ROW_BYTES);
-# at 64 classes a row is one vector iteration, and stays.  The backward functions, whose
-# rows wait on no exponentials, keep their row kernels: in tiles of 128 rows
-# softmax_backward took 0.96-1.65x the time, and log_softmax_backward 0.61x at 10 classes
-# but 1.56x at 32 (2 threads).  A row's results are the lane kernels' arithmetic (the same
-# bits as the row taken along axis 0), whatever the number of rows, threads, the tiles'
-# width or the tile it falls in.
-
-
 # --- short rows as vectors ---------------------------------------------------------------
 # Rows of at most SHORT_ROW_BYTES (64 float32, 32 float64 classes) take each row as the K
 # vectors of short_softmax / short_lse (cpu/_math.py, "short rows as vectors"), written in
-# LLVM IR: the row kernels' loops run such a row scalar, and the row tiles, which took
-# them until session 24, spent half their time transposing.  Float32, 2 threads, znver4,
+# LLVM IR: the row kernels' loops run such a row scalar, and the row tiles
+# (cpu/cross_entropy.py), which took them until session 24, spent half their time
+# transposing.  Float32, 2 threads, znver4,
 # in-process against the tiles: see README ("What session 24 found").  A row's bits do not
 # depend on the rows around it, the threads, or whether it is computed in place.
 
 
 @njit
-def _log_softmax_short_group(x2, out2, p, sm, k, r0, g, m, rest, ties, L):
-    # (x_j - m) s - log1p_rest(rest, ties) for rows r0 .. r0 + g - 1, each as vectors: their
-    # (m, rest, ties) (short_lse), the logarithms in one loop that vectorises (log1p_rests:
-    # libm's log1p a row took 2.7x the time of the tiles at 262144 x 8), the output rows
-    # (short_shift).  In place, short_shift reads a row before it writes it, and a row
-    # that is NaN (its maximum not finite) is not read again.
+def _lse_short_group(x2, p, k, r0, g, m, rest, ties, L):
+    # m[q], rest[q], ties[q] of rows r0 + q < r0 + g (short_lse) and L[q] = log1p_rest of
+    # them, in one loop that vectorises (log1p_rests: libm's log1p a row took 2.7x the time
+    # of the tiles in log_softmax at 262144 x 8); L[q] is meaningless where m[q] is not
+    # finite
     wide_vectors()
     for q in range(g):
         m[q], rest[q], ties[q] = short_lse(x2, r0 + q, p, k)
-        if not math.isfinite(m[q]):
-            row_fill(out2, r0 + q, np.nan)
     log1p_rests(rest, ties, g, L)
+
+
+@njit
+def _log_softmax_short_group(x2, out2, p, sm, k, r0, g, m, rest, ties, L):
+    # (x_j - m) s - L for rows r0 .. r0 + g - 1, each as vectors (_lse_short_group, then
+    # short_shift).  In place, a row is read before it is written, and a row whose
+    # maximum is not finite is written (NaN) only after every row's sums
+    wide_vectors()
+    _lse_short_group(x2, p, k, r0, g, m, rest, ties, L)
     for q in range(g):
         if math.isfinite(m[q]):
             short_shift(x2, out2, r0 + q, m[q], sm, as_type_of(L[q], x2), k)
+        else:
+            row_fill(out2, r0 + q, np.nan)
+
+
+@njit
+def _logsumexp_short_group(x2, out1, p, k, r0, g, m, rest, ties, L):
+    # m + L for rows r0 .. r0 + g - 1, each as vectors (_lse_short_group); a row whose
+    # maximum is not finite gives NaN if it holds one, else that maximum (+inf, -inf)
+    wide_vectors()
+    _lse_short_group(x2, p, k, r0, g, m, rest, ties, L)
+    for q in range(g):
+        i = r0 + q
+        if math.isfinite(m[q]):
+            out1[i] = m[q] + L[q]  # NaN if the row holds one
+        else:
+            out1[i] = np.nan if has_nan(x2[i]) else m[q]
 
 
 @njit(parallel=True, cache=True)
@@ -707,6 +699,35 @@ def _log_softmax_short(x2, out2, s):
         _log_softmax_short_group(x2, out2, p, sm, k, r0, g, m, rest, ties, L)
 
 
+@njit(parallel=True, cache=True)
+def _logsumexp_short(x2, out1):
+    # log(sum_j exp(x_j)) = m + log1p(rest + ties - 1), short rows SHORT_GROUP at a time
+    # gradient: softmax(x) (logsumexp's VJP is softmax: _softmax_short)
+    wide_vectors()
+    p = short_exp_args(_ONE, x2)
+    k = short_chunks(x2.shape[1], x2.itemsize)
+    N = x2.shape[0]
+    for t in prange((N + SHORT_GROUP - 1) // SHORT_GROUP):
+        wide_vectors()
+        r0, g = group_span(t, SHORT_GROUP, N)
+        m, rest, ties, L = short_scratch(x2)
+        _logsumexp_short_group(x2, out1, p, k, r0, g, m, rest, ties, L)
+
+
+@njit(cache=True)
+def _logsumexp_short_serial(x2, out1):
+    # serial twin of _logsumexp_short, for small inputs
+    wide_vectors()
+    x2, out1 = borrowed(x2), borrowed(out1)
+    p = short_exp_args(_ONE, x2)
+    k = short_chunks(x2.shape[1], x2.itemsize)
+    N = x2.shape[0]
+    m, rest, ties, L = short_scratch(x2)
+    for t in range((N + SHORT_GROUP - 1) // SHORT_GROUP):
+        r0, g = group_span(t, SHORT_GROUP, N)
+        _logsumexp_short_group(x2, out1, p, k, r0, g, m, rest, ties, L)
+
+
 @njit(cache=True)
 def _log_softmax_short_serial(x2, out2, s):
     # serial twin of _log_softmax_short, for small inputs
@@ -720,35 +741,6 @@ def _log_softmax_short_serial(x2, out2, s):
     for t in range((N + SHORT_GROUP - 1) // SHORT_GROUP):
         r0, g = group_span(t, SHORT_GROUP, N)
         _log_softmax_short_group(x2, out2, p, sm, k, r0, g, m, rest, ties, L)
-
-
-@njit
-def _logsumexp_tile(x2, out1, r0, T):
-    # _softmax_tile for logsumexp: one result per row (lanes_of)
-    wide_vectors()
-    g = rows_to_lanes(x2, r0, T)
-    _logsumexp_lane_block(T, lanes_of(out1, r0, g), 0, uint64(0), uint64(g))
-
-
-@njit(parallel=True, cache=True)
-def _logsumexp_tiles(x2, out1, R):
-    # _logsumexp_rows for short rows, R rows at a time as lanes
-    wide_vectors()
-    N = x2.shape[0]
-    for t in prange((N + R - 1) // R):
-        wide_vectors()
-        _logsumexp_tile(x2, out1, t * R, tile(N, R, x2))
-
-
-@njit(cache=True)
-def _logsumexp_tiles_serial(x2, out1, R):
-    # serial twin of _logsumexp_tiles, for small inputs
-    wide_vectors()
-    x2, out1 = borrowed(x2), borrowed(out1)
-    N = x2.shape[0]
-    T = tile(N, R, x2)
-    for t in range((N + R - 1) // R):
-        _logsumexp_tile(x2, out1, t * R, T)
 
 
 # --- lane kernels (classes strided, inner contiguous) ---------------------------------------
