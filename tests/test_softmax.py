@@ -852,6 +852,47 @@ def test_backward_in_place(shape, into, log, axis):
     np.testing.assert_array_equal(target, want)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("classes", [1, 3, 7, 12, 17, 40, 64])
+@pytest.mark.parametrize("rows", [5, 3000])  # serial and parallel kernels
+def test_backward_of_short_rows_as_vectors(dtype, classes, rows):
+    # rows of at most SHORT_ROW_BYTES take the backward functions' short-row kernels (a
+    # narrow vector or 1-4 of 64 bytes, the lanes past the row masked): the float64
+    # formulas (NaN and -inf log-probabilities, a large one), the bits of each row alone,
+    # in place into either input, at a temperature
+    classes = min(classes, jitloss.cpu.SHORT_ROW_BYTES // np.dtype(dtype).itemsize)
+    rng = _rng(12)
+    x = rng.standard_normal((rows, classes)).astype(dtype)
+    dy = rng.standard_normal((rows, classes)).astype(dtype)
+    y = jitloss.softmax(x)
+    logp = jitloss.log_softmax(x)
+    logp[1, 0], logp[2, -1], logp[3, 0] = -np.inf, np.nan, 30.0
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    for T in (1.0, 0.7):
+        got = jitloss.softmax_backward(y, dy, temperature=T)
+        np.testing.assert_allclose(got, _backward_formula(y, dy, -1) / T, rtol=rtol,
+                                   atol=rtol * 1e-2)
+        got_l = jitloss.log_softmax_backward(logp, dy, temperature=T)
+        d64 = dy.astype(np.float64)
+        want = (d64 - np.exp(logp.astype(np.float64)) * d64.sum(-1, keepdims=True)) / T
+        np.testing.assert_array_equal(np.isnan(got_l), np.isnan(want))
+        ok = ~np.isnan(want)
+        np.testing.assert_allclose(got_l[ok], want[ok], rtol=rtol,
+                                   atol=rtol * np.abs(want[ok]).max() * 1e-2)
+        for q in (0, 1, 2, 3, rows - 1):
+            np.testing.assert_array_equal(
+                got[q], jitloss.softmax_backward(y[q], dy[q], temperature=T))
+            np.testing.assert_array_equal(
+                got_l[q], jitloss.log_softmax_backward(logp[q], dy[q], temperature=T))
+        for fn, a, want_bits in ((jitloss.softmax_backward, y, got),
+                                 (jitloss.log_softmax_backward, logp, got_l)):
+            for into in ("a", "dy"):
+                a2, dy2 = a.copy(), dy.copy()
+                target = a2 if into == "a" else dy2
+                assert fn(a2, dy2, temperature=T, out=target) is target
+                np.testing.assert_array_equal(target, want_bits)
+
+
 def test_backward_mixed_dtypes_promote():
     y = jitloss.softmax(np.float32([1, 2, 3]))
     g = jitloss.softmax_backward(y, np.float64([1, 0, 0]))

@@ -1919,9 +1919,8 @@ class _RowVectors:
         # vecs with the lanes past the row set to fill
         return [self.b.select(m, v, self.splat(fill)) for v, m in zip(vecs, self.masks)]
 
-    def _poly(self, r):
-        # _poly32 / _poly64 (r, 2**-K): Horner with every coefficient scaled by 2**-K
-        c = 2.0 ** -(_K64 if self.f64 else _K32)
+    def _poly(self, r, c):
+        # _poly32 / _poly64 (r, c), c a power of two: Horner, every coefficient scaled by c
         coef = [a * c for a in (_G64 if self.f64 else _G32)] + [c, c]
         if not self.f64:
             coef = [float(np.float32(a)) for a in coef]
@@ -1929,6 +1928,34 @@ class _RowVectors:
         for a in coef[2:]:
             q = self.fma(q, r, self.splat(a))
         return q
+
+    def _consts(self):
+        # (MAGIC, LN2_HI, LN2_LO, K, bias, mantissa bits, MAGIC's bits) of the row's dtype
+        if self.f64:
+            return _MAGIC64, _LN2_HI64, _LN2_LO64, _K64, 1023, 52, _MAGIC64_BITS
+        return float(_MAGIC32), float(_LN2_HI32), float(_LN2_LO32), _K32, 127, 23, _MAGIC32_BITS
+
+    def exp(self, x):
+        # _exp32 / _exp64(x): 2**n as two factors, 0 below LO, +inf above HI
+        b = self.b
+        magic, ln2_hi, ln2_lo, _, bias, mant, magic_bits = self._consts()
+        log2e = _LOG2E if self.f64 else float(np.float32(_LOG2E))
+        t = self.fma(x, self.splat(log2e), self.splat(magic))
+        nf = b.fsub(t, self.splat(magic))
+        neg = b.fneg(nf)
+        r = self.fma(neg, self.splat(ln2_lo), self.fma(neg, self.splat(ln2_hi), x))
+        n = b.sub(b.bitcast(t, self.ivty), ir.Constant(self.ivty, [magic_bits] * self.W))
+        n1 = b.ashr(n, ir.Constant(self.ivty, [1] * self.W))
+
+        def power(k):
+            bits = b.shl(b.add(k, ir.Constant(self.ivty, [bias] * self.W)),
+                         ir.Constant(self.ivty, [mant] * self.W))
+            return b.bitcast(bits, self.vty)
+
+        y = b.fmul(b.fmul(self._poly(r, 1.0), power(n1)), power(b.sub(n, n1)))
+        lo, hi = (_LO64, _HI64) if self.f64 else (float(_LO32), float(_HI32))
+        y = b.select(b.fcmp_ordered("<", x, self.splat(lo)), self.splat(0.0), y)
+        return b.select(b.fcmp_ordered(">", x, self.splat(hi)), self.splat(math.inf), y)
 
     def _scale(self, t):
         # 2**(n + K) from t, whose low bits hold n (exp_sub's scale)
@@ -1950,7 +1977,7 @@ class _RowVectors:
         neg = b.fneg(nf)
         r = self.fma(neg, self.splat(float(_LN2_LO32)),
                      self.fma(neg, self.splat(float(_LN2_HI32)), hi))
-        return b.fmul(self._poly(r), self._scale(t))
+        return b.fmul(self._poly(r, 2.0 ** -_K32), self._scale(t))
 
     def exp_sub(self, x, m, s, s_lo, s_log2e, lowest):
         # _exp_sub32 / _exp_sub64(x, m, s, s_lo); s_log2e = s * LOG2E and lowest = LO / s in
@@ -1971,7 +1998,7 @@ class _RowVectors:
         r = self.fma(hi, s_lo, r)
         r = self.fma(b.fneg(nf), ln2_lo, r)
         r = self.fma(lo, s, r)
-        return b.fmul(self._poly(r), self._scale(t))
+        return b.fmul(self._poly(r, 2.0 ** -(_K64 if self.f64 else _K32)), self._scale(t))
 
 
 def _short_terms(rv, xs, m, p, spread):
@@ -2135,6 +2162,40 @@ def _short_exp_args_impl(s, like):
     return None
 
 
+@intrinsic(prefer_literal=True)
+def short_backward_row(typingctx, y2, dy2, out2, i, sm, log, K):
+    """The backward functions for the short row i (short_chunks' code K), sm = 1/T in the
+    rows' dtype.  ``log`` False (softmax_backward, _softmax_backward_row's arithmetic):
+    out_j = y_j (dy_j - sum_k dy_k y_k) sm; True (log_softmax_backward, y = log
+    probabilities): out_j = (dy_j - exp(y_j) sum_k dy_k) sm.  The sum in the rows' dtype;
+    out2 may be y2 or dy2."""
+    if not (isinstance(K, types.IntegerLiteral) and isinstance(log, types.BooleanLiteral)):
+        return None
+    code, is_log = K.literal_value, log.literal_value
+    sig = types.none(y2, dy2, out2, i, sm, log, K)
+
+    def codegen(context, builder, sig, args):
+        i = context.cast(builder, args[3], sig.args[3], types.int64)
+        ry, rd, ro = (_RowVectors(context, builder, sig.args[k], args[k], i, code)
+                      for k in range(3))
+        y, dy = ry.load(0.0), rd.load(0.0)
+        smv = ry.splat(context.cast(builder, args[4], sig.args[4], sig.args[0].dtype))
+        if is_log:
+            total = ry.splat(ry.across(ry.fold(dy, builder.fadd), builder.fadd))
+            out = [builder.fmul(builder.fsub(d, builder.fmul(ry.exp(v), total)), smv)
+                   for v, d in zip(y, dy)]
+        else:
+            dot = ry.across(ry.fold([builder.fmul(d, v) for v, d in zip(y, dy)],
+                                    builder.fadd), builder.fadd)
+            dot = ry.splat(dot)
+            out = [builder.fmul(builder.fmul(v, builder.fsub(d, dot)), smv)
+                   for v, d in zip(y, dy)]
+        ro.store(out)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @njit
 def short_softmax(x2, out2, i, p, k):
     """short_softmax_row for a row of short_chunks' code k, p from short_exp_args."""
@@ -2168,6 +2229,42 @@ def short_lse(x2, i, p, k):
     if k == 5:
         return short_lse_parts(x2, i, p[0], p[1], p[2], p[3], p[4], 5)
     return short_lse_parts(x2, i, p[0], p[1], p[2], p[3], p[4], 6)
+
+
+@njit
+def short_backward(y2, dy2, out2, i, sm, k):
+    """short_backward_row of softmax for a row of short_chunks' code k."""
+    always_inline()
+    if k == 1:
+        short_backward_row(y2, dy2, out2, i, sm, False, 1)
+    elif k == 2:
+        short_backward_row(y2, dy2, out2, i, sm, False, 2)
+    elif k == 3:
+        short_backward_row(y2, dy2, out2, i, sm, False, 3)
+    elif k == 4:
+        short_backward_row(y2, dy2, out2, i, sm, False, 4)
+    elif k == 5:
+        short_backward_row(y2, dy2, out2, i, sm, False, 5)
+    else:
+        short_backward_row(y2, dy2, out2, i, sm, False, 6)
+
+
+@njit
+def short_log_backward(y2, dy2, out2, i, sm, k):
+    """short_backward_row of log_softmax for a row of short_chunks' code k."""
+    always_inline()
+    if k == 1:
+        short_backward_row(y2, dy2, out2, i, sm, True, 1)
+    elif k == 2:
+        short_backward_row(y2, dy2, out2, i, sm, True, 2)
+    elif k == 3:
+        short_backward_row(y2, dy2, out2, i, sm, True, 3)
+    elif k == 4:
+        short_backward_row(y2, dy2, out2, i, sm, True, 4)
+    elif k == 5:
+        short_backward_row(y2, dy2, out2, i, sm, True, 5)
+    else:
+        short_backward_row(y2, dy2, out2, i, sm, True, 6)
 
 
 @njit

@@ -57,8 +57,10 @@ from ._math import (
     same_memory,
     stack_lanes,
     row_rest,
+    short_backward,
     short_chunks,
     short_exp_args,
+    short_log_backward,
     short_scratch,
     SHORT_GROUP,
     short_lse,
@@ -159,7 +161,11 @@ def log_softmax_small(x):
 def softmax_backward_small(y, dy):
     """softmax_backward's twin of softmax_small (temperature 1)."""
     out = np.empty_like(y)
-    _softmax_backward_rows_serial(_as_rows(y), _as_rows(dy), _as_rows(out), (1.0, 0.0))
+    y2, dy2, out2 = _as_rows(y), _as_rows(dy), _as_rows(out)
+    if short_rows(y2.shape[1], y2.itemsize):
+        _softmax_backward_short_serial(y2, dy2, out2, _ONE)
+    else:
+        _softmax_backward_rows_serial(y2, dy2, out2, _ONE)
     return out
 
 
@@ -167,7 +173,11 @@ def softmax_backward_small(y, dy):
 def log_softmax_backward_small(logp, dy):
     """log_softmax_backward's twin of softmax_small (temperature 1)."""
     out = np.empty_like(logp)
-    _log_softmax_backward_rows_serial(_as_rows(logp), _as_rows(dy), _as_rows(out), (1.0, 0.0))
+    logp2, dy2, out2 = _as_rows(logp), _as_rows(dy), _as_rows(out)
+    if short_rows(logp2.shape[1], logp2.itemsize):
+        _log_softmax_backward_short_serial(logp2, dy2, out2, _ONE)
+    else:
+        _log_softmax_backward_rows_serial(logp2, dy2, out2, _ONE)
     return out
 
 
@@ -215,7 +225,10 @@ def softmax_backward(y3, dy3, s, out3=None):
     out3 = _empty(y3.shape, y3.dtype, out3)
     if _rows(y3) is not None:
         args = (_rows(y3), _rows(dy3), _rows(out3), s)
-        run(_softmax_backward_rows_serial, _softmax_backward_rows, y3.size, *args)
+        if short_rows(y3.shape[1], y3.itemsize):
+            run(_softmax_backward_short_serial, _softmax_backward_short, y3.size, *args)
+        else:
+            run(_softmax_backward_rows_serial, _softmax_backward_rows, y3.size, *args)
     else:
         args = (y3, dy3, out3, s, lane_width_for(y3))
         run(_softmax_backward_lanes_serial, _softmax_backward_lanes, y3.size, *args)
@@ -227,7 +240,12 @@ def log_softmax_backward(logp3, dy3, s, out3=None):
     out3 = _empty(logp3.shape, logp3.dtype, out3)
     if _rows(logp3) is not None:
         args = (_rows(logp3), _rows(dy3), _rows(out3), s)
-        run(_log_softmax_backward_rows_serial, _log_softmax_backward_rows, logp3.size, *args)
+        if short_rows(logp3.shape[1], logp3.itemsize):
+            run(_log_softmax_backward_short_serial, _log_softmax_backward_short, logp3.size,
+                *args)
+        else:
+            run(_log_softmax_backward_rows_serial, _log_softmax_backward_rows, logp3.size,
+                *args)
     else:
         args = (logp3, dy3, out3, s, lane_width_for(logp3))
         run(_log_softmax_backward_lanes_serial, _log_softmax_backward_lanes, logp3.size, *args)
@@ -712,6 +730,52 @@ def _logsumexp_short(x2, out1):
         r0, g = group_span(t, SHORT_GROUP, N)
         m, rest, ties, L = short_scratch(x2)
         _logsumexp_short_group(x2, out1, p, k, r0, g, m, rest, ties, L)
+
+
+@njit(parallel=True, cache=True)
+def _softmax_backward_short(y2, dy2, out2, s):
+    # y = softmax(x s):  dx_j = y_j (dy_j - sum_k dy_k y_k) s, each short row as vectors
+    # (the vector-Jacobian product of softmax; linear in dy)
+    wide_vectors()
+    sm = as_type_of(s[0], y2)
+    k = short_chunks(y2.shape[1], y2.itemsize)
+    for i in prange(y2.shape[0]):
+        wide_vectors()
+        short_backward(y2, dy2, out2, i, sm, k)
+
+
+@njit(cache=True)
+def _softmax_backward_short_serial(y2, dy2, out2, s):
+    # serial twin of _softmax_backward_short, for small inputs
+    wide_vectors()
+    y2, dy2, out2, s = borrowed(y2), borrowed(dy2), borrowed(out2), borrowed(s)
+    sm = as_type_of(s[0], y2)
+    k = short_chunks(y2.shape[1], y2.itemsize)
+    for i in range(y2.shape[0]):
+        short_backward(y2, dy2, out2, i, sm, k)
+
+
+@njit(parallel=True, cache=True)
+def _log_softmax_backward_short(logp2, dy2, out2, s):
+    # logp = log_softmax(x s):  dx_j = (dy_j - exp(logp_j) sum_k dy_k) s, short rows as
+    # vectors (the vector-Jacobian product of log_softmax; linear in dy)
+    wide_vectors()
+    sm = as_type_of(s[0], logp2)
+    k = short_chunks(logp2.shape[1], logp2.itemsize)
+    for i in prange(logp2.shape[0]):
+        wide_vectors()
+        short_log_backward(logp2, dy2, out2, i, sm, k)
+
+
+@njit(cache=True)
+def _log_softmax_backward_short_serial(logp2, dy2, out2, s):
+    # serial twin of _log_softmax_backward_short, for small inputs
+    wide_vectors()
+    logp2, dy2, out2, s = borrowed(logp2), borrowed(dy2), borrowed(out2), borrowed(s)
+    sm = as_type_of(s[0], logp2)
+    k = short_chunks(logp2.shape[1], logp2.itemsize)
+    for i in range(logp2.shape[0]):
+        short_log_backward(logp2, dy2, out2, i, sm, k)
 
 
 @njit(cache=True)
