@@ -1769,8 +1769,9 @@ def lane_block(t, nb, width, inner):
 # (nothing past the row is touched), the range and the sums reduced across the vector in
 # log2(W) rotations, the exponentials by the same operations as exp_near / exp_sub (the
 # same bits, element by element), masked stores.  All of a row is loaded before any of it
-# is stored, so out2 may be x2 (in place).  K, short_chunks' code, is a literal: the caller
-# branches once on the row length and calls the intrinsic for that code.
+# is stored, so out2 may be x2 (in place).  Each intrinsic holds the code for every shape
+# of row (short_chunks' code, 1 to 6) and switches on it (_by_code): the same branch for
+# every row of a call.
 # Rows a group of log_softmax's short rows (short_scratch), whose logarithms are taken in
 # one vectorised loop
 SHORT_GROUP = 64
@@ -2001,6 +2002,31 @@ class _RowVectors:
         return b.fmul(self._poly(r, 2.0 ** -(_K64 if self.f64 else _K32)), self._scale(t))
 
 
+def _by_code(context, builder, code, emit, tys=()):
+    # emit(c) for the runtime short_chunks code (an int argument), each c in its own block
+    # (c = 6 the default); emit returns values of the LLVM types tys, joined by phis
+    code = context.cast(builder, code[0], code[1], types.int64)
+    end = builder.append_basic_block("short.end")
+    blocks = [builder.append_basic_block("short.%d" % c) for c in range(1, 7)]
+    switch = builder.switch(code, blocks[-1])
+    for c, bb in enumerate(blocks[:-1], 1):
+        switch.add_case(ir.Constant(ir.IntType(64), c), bb)
+    ends = []
+    for c, bb in enumerate(blocks, 1):
+        builder.position_at_end(bb)
+        values = emit(c) or []
+        ends.append((builder.block, values))
+        builder.branch(end)
+    builder.position_at_end(end)
+    out = []
+    for n, ty in enumerate(tys):
+        phi = builder.phi(ty)
+        for bb, values in ends:
+            phi.add_incoming(values[n], bb)
+        out.append(phi)
+    return out
+
+
 def _short_terms(rv, xs, m, p, spread):
     # the exponentials of the row (vectors xs) against m (a splat), the lanes past the row
     # 0: exp_near where p allows it (p[4]) and the row's spread is below NEAR32 (near_ok),
@@ -2035,106 +2061,151 @@ def _short_range(rv, xs):
 
 
 def _short_sig_args(context, builder, sig, args, k):
-    # the exponentials' parameters, arguments k to k + 4 of a short-row intrinsic: s, s_lo,
-    # s * LOG2E, LO / s (in the row's dtype) and near (an i1), as short_exp_args gives them
-    vals = [context.cast(builder, v, t, sig.args[0].dtype) for v, t in
-            zip(args[k:k + 4], sig.args[k:k + 4])]
-    return vals + [context.cast(builder, args[k + 4], sig.args[k + 4], types.boolean)]
+    # short_exp_args' tuple, argument k of a short-row intrinsic, as LLVM values: s, s_lo,
+    # s * LOG2E, LO / s (in the row's dtype) and near (an i1)
+    tup = sig.args[k]
+    vals = [context.cast(builder, builder.extract_value(args[k], n), tup.types[n],
+                         sig.args[0].dtype) for n in range(4)]
+    return vals + [context.cast(builder, builder.extract_value(args[k], 4), tup.types[4],
+                                types.boolean)]
 
 
-@intrinsic(prefer_literal=True)
-def short_softmax_row(typingctx, x2, out2, i, s, s_lo, s_log2e, lowest, near, K):
-    """out2[i] = softmax of x2[i] at 1/T = s + s_lo for a short row of short_chunks'
-    code K: y_j = exp_sub(x_j, m, s) / sum_k exp_sub(x_k, m, s), m = max_k x_k
-    (exp_near when ``near`` and the row's spread allows, as near_ok), the sum in the
-    row's precision, the row scaled by 1 / sum (rounded from float64); a row whose maximum
-    is not finite is NaN.  s_log2e = s * LOG2E and lowest = LO / s in the row's dtype."""
-    if not isinstance(K, types.IntegerLiteral):
-        return None
-    code = K.literal_value
-    sig = types.none(x2, out2, i, s, s_lo, s_log2e, lowest, near, K)
+@intrinsic
+def short_softmax_row(typingctx, x2, out2, i, p, k):
+    """out2[i] = softmax of the short row x2[i] (short_chunks' code k) at 1/T as p
+    (short_exp_args) gives it: y_j = exp_sub(x_j, m, s) / sum_k exp_sub(x_k, m, s),
+    m = max_k x_k (exp_near where p allows it and the row's spread does, as near_ok), the
+    sum in the row's precision, the row scaled by 1 / sum (rounded from float64); a row
+    whose maximum is not finite is NaN."""
+    sig = types.none(x2, out2, i, p, k)
 
     def codegen(context, builder, sig, args):
-        rv = _RowVectors(context, builder, sig.args[0], args[0],
-                         context.cast(builder, args[2], sig.args[2], types.int64), code)
-        ro = _RowVectors(context, builder, sig.args[1], args[1],
-                         context.cast(builder, args[2], sig.args[2], types.int64), code)
-        xs = rv.load(-math.inf)
-        m, spread = _short_range(rv, xs)
-        with builder.if_else(rv.finite(m), likely=True) as (then, otherwise):
-            with then:
-                p = _short_sig_args(context, builder, sig, args, 3)
-                es = _short_terms(rv, xs, rv.splat(m), p, spread)
-                total = rv.across(rv.fold(es, builder.fadd), builder.fadd)
-                dty = ir.DoubleType()
-                inv = builder.fdiv(ir.Constant(dty, 1.0), builder.fpext(total, dty)
-                                   if not rv.f64 else total)
-                inv = inv if rv.f64 else builder.fptrunc(inv, rv.ety)
-                ro.store([builder.fmul(e, rv.splat(inv)) for e in es])
-            with otherwise:
-                ro.store([rv.splat(math.nan)] * rv.K)
+        i = context.cast(builder, args[2], sig.args[2], types.int64)
+        q = _short_sig_args(context, builder, sig, args, 3)
+
+        def emit(code):
+            rv = _RowVectors(context, builder, sig.args[0], args[0], i, code)
+            ro = _RowVectors(context, builder, sig.args[1], args[1], i, code)
+            xs = rv.load(-math.inf)
+            m, spread = _short_range(rv, xs)
+            with builder.if_else(rv.finite(m), likely=True) as (then, otherwise):
+                with then:
+                    es = _short_terms(rv, xs, rv.splat(m), q, spread)
+                    total = rv.across(rv.fold(es, builder.fadd), builder.fadd)
+                    dty = ir.DoubleType()
+                    inv = builder.fdiv(ir.Constant(dty, 1.0),
+                                       total if rv.f64 else builder.fpext(total, dty))
+                    inv = inv if rv.f64 else builder.fptrunc(inv, rv.ety)
+                    ro.store([builder.fmul(e, rv.splat(inv)) for e in es])
+                with otherwise:
+                    ro.store([rv.splat(math.nan)] * rv.K)
+
+        _by_code(context, builder, (args[4], sig.args[4]), emit)
         return context.get_dummy_value()
 
     return sig, codegen
 
 
-@intrinsic(prefer_literal=True)
-def short_lse_parts(typingctx, x2, i, s, s_lo, s_log2e, lowest, near, K):
-    """(m, rest, ties) of the short row x2[i] (short_chunks' code K), as row_lse_parts gives them
-    (row_sumexp's rest and ties against the maximum m, in the row's dtype; (m, 0, 0) when
-    m is not finite), with the exponentials of short_softmax_row."""
-    if not isinstance(K, types.IntegerLiteral):
-        return None
-    code = K.literal_value
+@intrinsic
+def short_lse(typingctx, x2, i, p, k):
+    """(m, rest, ties) of the short row x2[i] (short_chunks' code k), as row_lse_parts gives
+    them (row_sumexp's rest and ties against the maximum m, in the row's dtype; (m, 0, 0)
+    when m is not finite), with the exponentials of short_softmax_row."""
     ret = types.UniTuple(x2.dtype, 3)
-    sig = ret(x2, i, s, s_lo, s_log2e, lowest, near, K)
+    sig = ret(x2, i, p, k)
 
     def codegen(context, builder, sig, args):
-        rv = _RowVectors(context, builder, sig.args[0], args[0],
-                         context.cast(builder, args[1], sig.args[1], types.int64), code)
-        xs = rv.load(-math.inf)
-        m0, spread = _short_range(rv, xs)
-        m = rv.splat(m0)
-        zero = ir.Constant(rv.ety, 0.0)
-        entry = builder.block
-        with builder.if_then(rv.finite(m0), likely=True):
-            p = _short_sig_args(context, builder, sig, args, 2)
-            es = _short_terms(rv, xs, m, p, spread)
-            # below the maximum (a NaN too): a term of rest; at it: a tie
-            below = [builder.not_(builder.fcmp_ordered(">=", x, m)) for x in xs]
-            rest = [builder.select(w, e, rv.splat(0.0)) for w, e in zip(below, es)]
-            rest0 = rv.across(rv.fold(rest, builder.fadd), builder.fadd)
-            ties0 = builder.uitofp(rv.count([builder.and_(builder.not_(w), live)
-                                              for w, live in zip(below, rv.masks)]), rv.ety)
-            inside = builder.block
-        rest_phi = builder.phi(rv.ety)
-        rest_phi.add_incoming(rest0, inside)
-        rest_phi.add_incoming(zero, entry)
-        ties_phi = builder.phi(rv.ety)
-        ties_phi.add_incoming(ties0, inside)
-        ties_phi.add_incoming(zero, entry)
-        return context.make_tuple(builder, sig.return_type, [m0, rest_phi, ties_phi])
+        i = context.cast(builder, args[1], sig.args[1], types.int64)
+        q = _short_sig_args(context, builder, sig, args, 2)
+        ety = context.get_data_type(sig.args[0].dtype)
+
+        def emit(code):
+            rv = _RowVectors(context, builder, sig.args[0], args[0], i, code)
+            xs = rv.load(-math.inf)
+            m0, spread = _short_range(rv, xs)
+            m = rv.splat(m0)
+            zero = ir.Constant(rv.ety, 0.0)
+            entry = builder.block
+            with builder.if_then(rv.finite(m0), likely=True):
+                es = _short_terms(rv, xs, m, q, spread)
+                # below the maximum (a NaN too): a term of rest; at it: a tie
+                below = [builder.not_(builder.fcmp_ordered(">=", x, m)) for x in xs]
+                rest = [builder.select(w, e, rv.splat(0.0)) for w, e in zip(below, es)]
+                rest0 = rv.across(rv.fold(rest, builder.fadd), builder.fadd)
+                ties0 = builder.uitofp(rv.count([builder.and_(builder.not_(w), live)
+                                                  for w, live in zip(below, rv.masks)]),
+                                       rv.ety)
+                inside = builder.block
+            out = [m0]
+            for value in (rest0, ties0):
+                phi = builder.phi(rv.ety)
+                phi.add_incoming(value, inside)
+                phi.add_incoming(zero, entry)
+                out.append(phi)
+            return out
+
+        parts = _by_code(context, builder, (args[3], sig.args[3]), emit, (ety,) * 3)
+        return context.make_tuple(builder, sig.return_type, parts)
 
     return sig, codegen
 
 
-@intrinsic(prefer_literal=True)
-def short_shift_row(typingctx, x2, out2, i, m, a, c, K):
-    """out2[i, j] = (x2[i, j] - m) * a - c for the short row i (short_chunks' code K; log_softmax's
-    output, _log_softmax_out's arithmetic)."""
-    if not isinstance(K, types.IntegerLiteral):
-        return None
-    code = K.literal_value
-    sig = types.none(x2, out2, i, m, a, c, K)
+@intrinsic
+def short_shift(typingctx, x2, out2, i, m, a, c, k):
+    """out2[i, j] = (x2[i, j] - m) * a - c for the short row i (short_chunks' code k;
+    log_softmax's output, _log_softmax_out's arithmetic)."""
+    sig = types.none(x2, out2, i, m, a, c, k)
 
     def codegen(context, builder, sig, args):
         i = context.cast(builder, args[2], sig.args[2], types.int64)
-        rv = _RowVectors(context, builder, sig.args[0], args[0], i, code)
-        ro = _RowVectors(context, builder, sig.args[1], args[1], i, code)
-        m, a, c = (rv.splat(context.cast(builder, v, t, sig.args[0].dtype))
-                   for v, t in zip(args[3:6], sig.args[3:6]))
-        ro.store([builder.fsub(builder.fmul(builder.fsub(x, m), a), c)
-                  for x in rv.load(0.0)])
+        dt = sig.args[0].dtype
+        vals = [context.cast(builder, v, t, dt) for v, t in zip(args[3:6], sig.args[3:6])]
+
+        def emit(code):
+            rv = _RowVectors(context, builder, sig.args[0], args[0], i, code)
+            ro = _RowVectors(context, builder, sig.args[1], args[1], i, code)
+            m, a, c = (rv.splat(v) for v in vals)
+            ro.store([builder.fsub(builder.fmul(builder.fsub(x, m), a), c)
+                      for x in rv.load(0.0)])
+
+        _by_code(context, builder, (args[6], sig.args[6]), emit)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def short_backward(typingctx, y2, dy2, out2, i, sm, log, k):
+    """The backward functions for the short row i (short_chunks' code k), sm = 1/T in the
+    rows' dtype.  ``log`` False (softmax_backward, _softmax_backward_row's arithmetic):
+    out_j = y_j (dy_j - sum_k dy_k y_k) sm; True (log_softmax_backward, y = log
+    probabilities): out_j = (dy_j - exp(y_j) sum_k dy_k) sm.  The sum in the rows' dtype;
+    out2 may be y2 or dy2."""
+    sig = types.none(y2, dy2, out2, i, sm, log, k)
+
+    def codegen(context, builder, sig, args):
+        i = context.cast(builder, args[3], sig.args[3], types.int64)
+        smv = context.cast(builder, args[4], sig.args[4], sig.args[0].dtype)
+        is_log = context.cast(builder, args[5], sig.args[5], types.boolean)
+
+        def emit(code):
+            ry, rd, ro = (_RowVectors(context, builder, sig.args[n], args[n], i, code)
+                          for n in range(3))
+            y, dy = ry.load(0.0), rd.load(0.0)
+            sm = ry.splat(smv)
+            with builder.if_else(is_log) as (then, otherwise):
+                with then:
+                    total = ry.splat(ry.across(ry.fold(dy, builder.fadd), builder.fadd))
+                    ro.store([builder.fmul(builder.fsub(d, builder.fmul(ry.exp(v), total)), sm)
+                              for v, d in zip(y, dy)])
+                with otherwise:
+                    dot = ry.across(ry.fold([builder.fmul(d, v) for v, d in zip(y, dy)],
+                                            builder.fadd), builder.fadd)
+                    dot = ry.splat(dot)
+                    ro.store([builder.fmul(builder.fmul(v, builder.fsub(d, dot)), sm)
+                              for v, d in zip(y, dy)])
+
+        _by_code(context, builder, (args[6], sig.args[6]), emit)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -2194,92 +2265,3 @@ def short_backward_row(typingctx, y2, dy2, out2, i, sm, log, K):
         return context.get_dummy_value()
 
     return sig, codegen
-
-
-@njit
-def short_softmax(x2, out2, i, p, k):
-    """short_softmax_row for a row of short_chunks' code k, p from short_exp_args."""
-    always_inline()
-    if k == 1:
-        short_softmax_row(x2, out2, i, p[0], p[1], p[2], p[3], p[4], 1)
-    elif k == 2:
-        short_softmax_row(x2, out2, i, p[0], p[1], p[2], p[3], p[4], 2)
-    elif k == 3:
-        short_softmax_row(x2, out2, i, p[0], p[1], p[2], p[3], p[4], 3)
-    elif k == 4:
-        short_softmax_row(x2, out2, i, p[0], p[1], p[2], p[3], p[4], 4)
-    elif k == 5:
-        short_softmax_row(x2, out2, i, p[0], p[1], p[2], p[3], p[4], 5)
-    else:
-        short_softmax_row(x2, out2, i, p[0], p[1], p[2], p[3], p[4], 6)
-
-
-@njit
-def short_lse(x2, i, p, k):
-    """short_lse_parts for a row of short_chunks' code k, p from short_exp_args."""
-    always_inline()
-    if k == 1:
-        return short_lse_parts(x2, i, p[0], p[1], p[2], p[3], p[4], 1)
-    if k == 2:
-        return short_lse_parts(x2, i, p[0], p[1], p[2], p[3], p[4], 2)
-    if k == 3:
-        return short_lse_parts(x2, i, p[0], p[1], p[2], p[3], p[4], 3)
-    if k == 4:
-        return short_lse_parts(x2, i, p[0], p[1], p[2], p[3], p[4], 4)
-    if k == 5:
-        return short_lse_parts(x2, i, p[0], p[1], p[2], p[3], p[4], 5)
-    return short_lse_parts(x2, i, p[0], p[1], p[2], p[3], p[4], 6)
-
-
-@njit
-def short_backward(y2, dy2, out2, i, sm, k):
-    """short_backward_row of softmax for a row of short_chunks' code k."""
-    always_inline()
-    if k == 1:
-        short_backward_row(y2, dy2, out2, i, sm, False, 1)
-    elif k == 2:
-        short_backward_row(y2, dy2, out2, i, sm, False, 2)
-    elif k == 3:
-        short_backward_row(y2, dy2, out2, i, sm, False, 3)
-    elif k == 4:
-        short_backward_row(y2, dy2, out2, i, sm, False, 4)
-    elif k == 5:
-        short_backward_row(y2, dy2, out2, i, sm, False, 5)
-    else:
-        short_backward_row(y2, dy2, out2, i, sm, False, 6)
-
-
-@njit
-def short_log_backward(y2, dy2, out2, i, sm, k):
-    """short_backward_row of log_softmax for a row of short_chunks' code k."""
-    always_inline()
-    if k == 1:
-        short_backward_row(y2, dy2, out2, i, sm, True, 1)
-    elif k == 2:
-        short_backward_row(y2, dy2, out2, i, sm, True, 2)
-    elif k == 3:
-        short_backward_row(y2, dy2, out2, i, sm, True, 3)
-    elif k == 4:
-        short_backward_row(y2, dy2, out2, i, sm, True, 4)
-    elif k == 5:
-        short_backward_row(y2, dy2, out2, i, sm, True, 5)
-    else:
-        short_backward_row(y2, dy2, out2, i, sm, True, 6)
-
-
-@njit
-def short_shift(x2, out2, i, m, a, c, k):
-    """short_shift_row for a row of short_chunks' code k."""
-    always_inline()
-    if k == 1:
-        short_shift_row(x2, out2, i, m, a, c, 1)
-    elif k == 2:
-        short_shift_row(x2, out2, i, m, a, c, 2)
-    elif k == 3:
-        short_shift_row(x2, out2, i, m, a, c, 3)
-    elif k == 4:
-        short_shift_row(x2, out2, i, m, a, c, 4)
-    elif k == 5:
-        short_shift_row(x2, out2, i, m, a, c, 5)
-    else:
-        short_shift_row(x2, out2, i, m, a, c, 6)

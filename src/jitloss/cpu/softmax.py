@@ -60,12 +60,11 @@ from ._math import (
     short_backward,
     short_chunks,
     short_exp_args,
-    short_log_backward,
     short_scratch,
     SHORT_GROUP,
     short_lse,
     short_shift,
-    short_softmax,
+    short_softmax_row,
     wide_vectors,
 )
 
@@ -163,7 +162,7 @@ def softmax_backward_small(y, dy):
     out = np.empty_like(y)
     y2, dy2, out2 = _as_rows(y), _as_rows(dy), _as_rows(out)
     if short_rows(y2.shape[1], y2.itemsize):
-        _softmax_backward_short_serial(y2, dy2, out2, _ONE)
+        _backward_short_serial(y2, dy2, out2, _ONE, False)
     else:
         _softmax_backward_rows_serial(y2, dy2, out2, _ONE)
     return out
@@ -175,7 +174,7 @@ def log_softmax_backward_small(logp, dy):
     out = np.empty_like(logp)
     logp2, dy2, out2 = _as_rows(logp), _as_rows(dy), _as_rows(out)
     if short_rows(logp2.shape[1], logp2.itemsize):
-        _log_softmax_backward_short_serial(logp2, dy2, out2, _ONE)
+        _backward_short_serial(logp2, dy2, out2, _ONE, True)
     else:
         _log_softmax_backward_rows_serial(logp2, dy2, out2, _ONE)
     return out
@@ -226,7 +225,7 @@ def softmax_backward(y3, dy3, s, out3=None):
     if _rows(y3) is not None:
         args = (_rows(y3), _rows(dy3), _rows(out3), s)
         if short_rows(y3.shape[1], y3.itemsize):
-            run(_softmax_backward_short_serial, _softmax_backward_short, y3.size, *args)
+            run(_backward_short_serial, _backward_short, y3.size, *args, False)
         else:
             run(_softmax_backward_rows_serial, _softmax_backward_rows, y3.size, *args)
     else:
@@ -241,8 +240,7 @@ def log_softmax_backward(logp3, dy3, s, out3=None):
     if _rows(logp3) is not None:
         args = (_rows(logp3), _rows(dy3), _rows(out3), s)
         if short_rows(logp3.shape[1], logp3.itemsize):
-            run(_log_softmax_backward_short_serial, _log_softmax_backward_short, logp3.size,
-                *args)
+            run(_backward_short_serial, _backward_short, logp3.size, *args, True)
         else:
             run(_log_softmax_backward_rows_serial, _log_softmax_backward_rows, logp3.size,
                 *args)
@@ -629,12 +627,12 @@ def _logsumexp_groups_serial(x2, out1, G):
 
 
 # --- short rows as vectors ---------------------------------------------------------------
-# Rows of at most SHORT_ROW_BYTES (64 float32, 32 float64 classes) take each row as the K
-# vectors of short_softmax / short_lse (cpu/_math.py, "short rows as vectors"), written in
-# LLVM IR: the row kernels' loops run such a row scalar, and the row tiles
-# (cpu/cross_entropy.py), which took them until session 24, spent half their time
-# transposing.  Float32, 2 threads, znver4,
-# in-process against the tiles: see README ("What session 24 found").  A row's bits do not
+# Rows of at most SHORT_ROW_BYTES (64 float32, 32 float64 classes) take each row as the
+# vectors of short_softmax_row, short_lse, short_shift and short_backward (cpu/_math.py,
+# "short rows as vectors"), written in LLVM IR: the row kernels' loops run such a row
+# scalar, and the row tiles (cpu/cross_entropy.py), which took them until session 24,
+# spent half their time transposing.  Float32, 2 threads, znver4, in-process against the
+# tiles: see README ("What session 24 found").  A row's bits do not
 # depend on the rows around it, the threads, or whether it is computed in place.
 
 
@@ -687,7 +685,7 @@ def _softmax_short(x2, out2, s):
     k = short_chunks(x2.shape[1], x2.itemsize)
     for i in prange(x2.shape[0]):
         wide_vectors()
-        short_softmax(x2, out2, i, p, k)
+        short_softmax_row(x2, out2, i, p, k)
 
 
 @njit(cache=True)
@@ -698,7 +696,7 @@ def _softmax_short_serial(x2, out2, s):
     p = short_exp_args(s, x2)
     k = short_chunks(x2.shape[1], x2.itemsize)
     for i in range(x2.shape[0]):
-        short_softmax(x2, out2, i, p, k)
+        short_softmax_row(x2, out2, i, p, k)
 
 
 @njit(parallel=True, cache=True)
@@ -733,49 +731,27 @@ def _logsumexp_short(x2, out1):
 
 
 @njit(parallel=True, cache=True)
-def _softmax_backward_short(y2, dy2, out2, s):
-    # y = softmax(x s):  dx_j = y_j (dy_j - sum_k dy_k y_k) s, each short row as vectors
-    # (the vector-Jacobian product of softmax; linear in dy)
+def _backward_short(y2, dy2, out2, s, log):
+    # y = softmax(x s):      dx_j = y_j (dy_j - sum_k dy_k y_k) s
+    # y = log_softmax(x s):  dx_j = (dy_j - exp(y_j) sum_k dy_k) s  (log), short rows as
+    # vectors (the vector-Jacobian products; linear in dy)
     wide_vectors()
     sm = as_type_of(s[0], y2)
     k = short_chunks(y2.shape[1], y2.itemsize)
     for i in prange(y2.shape[0]):
         wide_vectors()
-        short_backward(y2, dy2, out2, i, sm, k)
+        short_backward(y2, dy2, out2, i, sm, log, k)
 
 
 @njit(cache=True)
-def _softmax_backward_short_serial(y2, dy2, out2, s):
-    # serial twin of _softmax_backward_short, for small inputs
+def _backward_short_serial(y2, dy2, out2, s, log):
+    # serial twin of _backward_short, for small inputs
     wide_vectors()
     y2, dy2, out2, s = borrowed(y2), borrowed(dy2), borrowed(out2), borrowed(s)
     sm = as_type_of(s[0], y2)
     k = short_chunks(y2.shape[1], y2.itemsize)
     for i in range(y2.shape[0]):
-        short_backward(y2, dy2, out2, i, sm, k)
-
-
-@njit(parallel=True, cache=True)
-def _log_softmax_backward_short(logp2, dy2, out2, s):
-    # logp = log_softmax(x s):  dx_j = (dy_j - exp(logp_j) sum_k dy_k) s, short rows as
-    # vectors (the vector-Jacobian product of log_softmax; linear in dy)
-    wide_vectors()
-    sm = as_type_of(s[0], logp2)
-    k = short_chunks(logp2.shape[1], logp2.itemsize)
-    for i in prange(logp2.shape[0]):
-        wide_vectors()
-        short_log_backward(logp2, dy2, out2, i, sm, k)
-
-
-@njit(cache=True)
-def _log_softmax_backward_short_serial(logp2, dy2, out2, s):
-    # serial twin of _log_softmax_backward_short, for small inputs
-    wide_vectors()
-    logp2, dy2, out2, s = borrowed(logp2), borrowed(dy2), borrowed(out2), borrowed(s)
-    sm = as_type_of(s[0], logp2)
-    k = short_chunks(logp2.shape[1], logp2.itemsize)
-    for i in range(logp2.shape[0]):
-        short_log_backward(logp2, dy2, out2, i, sm, k)
+        short_backward(y2, dy2, out2, i, sm, log, k)
 
 
 @njit(cache=True)
