@@ -464,3 +464,26 @@ def test_apart_agrees_with_numpy_on_contiguous_pieces_of_one_buffer():
         b = buf[b0:b0 + nb].view(np.int64) if rng.random() < 0.5 else buf[b0:b0 + nb]
         assert _math.apart(a, b) == (not np.shares_memory(a, b)), (a0, na, b0, nb)
     assert _math.apart(np.zeros(3), np.zeros(3))
+
+
+def test_short_row_intrinsics_take_c_contiguous_rows_only():
+    # the short-row intrinsics address row i at i * classes: a strided array must fail to
+    # type (the launchers pass C-contiguous rows), not read or write the wrong memory
+    from numba import njit
+    from numba.core.errors import TypingError
+
+    from jitloss.cpu._math import short_chunks, short_exp_args, short_softmax_row
+
+    @njit
+    def row0(x2, out2):
+        short_softmax_row(x2, out2, 0, short_exp_args((1.0, 0.0), x2),
+                          short_chunks(x2.shape[1], x2.itemsize))
+
+    x = np.float32([[0.0, 1.0, 2.0, 3.0], [1.0, 1.0, 1.0, 1.0]])
+    out = np.zeros_like(x)
+    row0(x, out)
+    e = np.exp(x[0].astype(np.float64) - 3.0)
+    np.testing.assert_allclose(out[0], e / e.sum(), rtol=2e-6)
+    assert (out[1] == 0).all()  # row 0 only
+    with pytest.raises(TypingError):
+        row0(x, np.zeros((2, 8), np.float32)[:, ::2])

@@ -2060,6 +2060,14 @@ def _short_range(rv, xs):
     return m, rv.b.fsub(m, low)
 
 
+def _c_rows(*arrays):
+    # the short-row intrinsics address row i at i * classes: C-contiguous 2-D float arrays
+    # of one dtype only (anything else fails to type rather than read the wrong memory)
+    return all(isinstance(a, types.Array) and a.ndim == 2 and a.layout == "C"
+               and a.dtype == arrays[0].dtype and a.dtype in (types.float32, types.float64)
+               for a in arrays)
+
+
 def _short_sig_args(context, builder, sig, args, k):
     # short_exp_args' tuple, argument k of a short-row intrinsic, as LLVM values: s, s_lo,
     # s * LOG2E, LO / s (in the row's dtype) and near (an i1)
@@ -2077,6 +2085,8 @@ def short_softmax_row(typingctx, x2, out2, i, p, k):
     m = max_k x_k (exp_near where p allows it and the row's spread does, as near_ok), the
     sum in the row's precision, the row scaled by 1 / sum (rounded from float64); a row
     whose maximum is not finite is NaN."""
+    if not _c_rows(x2, out2):
+        return None
     sig = types.none(x2, out2, i, p, k)
 
     def codegen(context, builder, sig, args):
@@ -2111,6 +2121,8 @@ def short_lse(typingctx, x2, i, p, k):
     """(m, rest, ties) of the short row x2[i] (short_chunks' code k), as row_lse_parts gives
     them (row_sumexp's rest and ties against the maximum m, in the row's dtype; (m, 0, 0)
     when m is not finite), with the exponentials of short_softmax_row."""
+    if not _c_rows(x2):
+        return None
     ret = types.UniTuple(x2.dtype, 3)
     sig = ret(x2, i, p, k)
 
@@ -2154,6 +2166,8 @@ def short_lse(typingctx, x2, i, p, k):
 def short_shift(typingctx, x2, out2, i, m, a, c, k):
     """out2[i, j] = (x2[i, j] - m) * a - c for the short row i (short_chunks' code k;
     log_softmax's output, _log_softmax_out's arithmetic)."""
+    if not _c_rows(x2, out2):
+        return None
     sig = types.none(x2, out2, i, m, a, c, k)
 
     def codegen(context, builder, sig, args):
@@ -2181,6 +2195,8 @@ def short_backward(typingctx, y2, dy2, out2, i, sm, log, k):
     out_j = y_j (dy_j - sum_k dy_k y_k) sm; True (log_softmax_backward, y = log
     probabilities): out_j = (dy_j - exp(y_j) sum_k dy_k) sm.  The sum in the rows' dtype;
     out2 may be y2 or dy2."""
+    if not _c_rows(y2, dy2, out2):
+        return None
     sig = types.none(y2, dy2, out2, i, sm, log, k)
 
     def codegen(context, builder, sig, args):
