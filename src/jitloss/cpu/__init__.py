@@ -61,8 +61,8 @@ GROUP_BYTES = 16 << 10
 # rows) tile and go through the lane kernels (see cpu/cross_entropy.py, "row tiles"): rows
 # shorter than 256 bytes (63 float32, 31 float64 classes).  The row kernels' loops take 64
 # float32 (32 float64) elements per vector iteration and the rest one by one, so such a row
-# runs scalar; a row of 64 runs well, and
-# there tiles of 128 rows measured 0.93-1.18x its time (float32, 2 threads, emeraldrapids).
+# runs scalar; a row of 64 runs well, and there tiles of 128 rows measured 0.93-1.18x its
+# time (float32, 2 threads, emeraldrapids).
 # From 33 to 63 float32 classes tiles of 128 rows took 0.54-0.97 of the time of the row
 # kernels and row groups (softmax 0.73-0.97, log_softmax 0.54-0.83, cross_entropy_with_grad
 # 0.78-1.07), from 17 to 31 float64 0.55-0.85 (cross_entropy_with_grad 0.81-0.88 at 18-20

@@ -1763,17 +1763,17 @@ def lane_block(t, nb, width, inner):
 # A row of at most SHORT_ROW_BYTES (64 float32 or 32 float64 classes) is one vector of 16
 # or 32 bytes, or K <= 4 vectors of 64 bytes (short_chunks).  LLVM's loop vectoriser gives
 # the row kernels' loops a body of 4 vectors (64 float32 elements) and a scalar remainder,
-# so such a row ran scalar, and the row tiles
-# (rows transposed into lanes and back) spent half their time moving the data.  These
-# intrinsics take a row as its K vectors in registers, written in LLVM IR: masked loads
-# (nothing past the row is touched), the range and the sums reduced across the vector in
-# log2(W) rotations, the exponentials by the same operations as exp_near / exp_sub (the
-# same bits, element by element), masked stores.  All of a row is loaded before any of it
+# so such a row ran scalar, and the row tiles (rows transposed into lanes and back) spent
+# half their time moving the data.  These intrinsics take a row as its K vectors in
+# registers, written in LLVM IR: masked loads (nothing past the row is touched), the range
+# and the sums reduced across the vector by halving it log2(W) times, the exponentials by
+# the same operations as exp_near / exp_sub / exp (the same bits, element by element),
+# masked stores.  All of a row is loaded before any of it
 # is stored, so out2 may be x2 (in place).  Each intrinsic holds the code for every shape
 # of row (short_chunks' code, 1 to 6) and switches on it (_by_code): the same branch for
 # every row of a call.
-# Rows a group of log_softmax's short rows (short_scratch), whose logarithms are taken in
-# one vectorised loop
+# Rows a group of log_softmax's or logsumexp's short rows (short_scratch), whose logarithms
+# are taken in one vectorised loop
 SHORT_GROUP = 64
 
 
@@ -1960,10 +1960,8 @@ class _RowVectors:
 
     def _scale(self, t):
         # 2**(n + K) from t, whose low bits hold n (exp_sub's scale)
-        if self.f64:
-            k, shift = _K64 + 1023 - _MAGIC64_BITS, 52
-        else:
-            k, shift = _K32 + 127 - _MAGIC32_BITS, 23
+        _, _, _, k, bias, shift, magic_bits = self._consts()
+        k += bias - magic_bits
         bits = self.b.bitcast(t, self.ivty)
         bits = self.b.shl(self.b.add(bits, ir.Constant(self.ivty, [k] * self.W)),
                           ir.Constant(self.ivty, [shift] * self.W))
@@ -1990,16 +1988,15 @@ class _RowVectors:
         inside = b.not_(b.fcmp_ordered("<", hi, lowest))
         hi = b.select(inside, hi, lowest)
         lo = b.select(inside, lo, self.splat(0.0))
-        magic = self.splat(_MAGIC64 if self.f64 else float(_MAGIC32))
-        ln2_hi = self.splat(_LN2_HI64 if self.f64 else float(_LN2_HI32))
-        ln2_lo = self.splat(_LN2_LO64 if self.f64 else float(_LN2_LO32))
+        magic, ln2_hi, ln2_lo, k, *_ = self._consts()
+        magic, ln2_hi, ln2_lo = self.splat(magic), self.splat(ln2_hi), self.splat(ln2_lo)
         t = self.fma(hi, s_log2e, magic)
         nf = b.fsub(t, magic)
         r = self.fma(hi, s, b.fneg(b.fmul(nf, ln2_hi)))
         r = self.fma(hi, s_lo, r)
         r = self.fma(b.fneg(nf), ln2_lo, r)
         r = self.fma(lo, s, r)
-        return b.fmul(self._poly(r, 2.0 ** -(_K64 if self.f64 else _K32)), self._scale(t))
+        return b.fmul(self._poly(r, 2.0 ** -k), self._scale(t))
 
 
 def _by_code(context, builder, code, emit, tys=()):
