@@ -1054,6 +1054,38 @@ def test_wide_lane_pieces_give_the_bits_of_narrow_ones(monkeypatch, dtype):
         numba.set_num_threads(before)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_lane_tiles_give_the_bits_of_rows_at_a_time(monkeypatch, dtype):
+    # Wide lane pieces take their class rows LANE_TILE at a time, a short last tile
+    # repeating its last row (_math.tile_row); in place, and in narrow pieces, the output
+    # passes take one row at a time.  For every remainder of the tiles and of LANE_BLOCK,
+    # with non-finite columns and a temperature: the same bits either way, and the
+    # reference's values
+    rng = _rng(43)
+    widest = jitloss.cpu.LANE_WIDE_BYTES // np.dtype(dtype).itemsize  # lane_width's most
+    monkeypatch.setattr(jitloss.cpu.softmax, "lane_width_for", lambda a3: widest)
+    for C in (1, 2, 3, 4, 5, 7, 17, 35):
+        x = (rng.standard_normal((C, 1100)) * 3).astype(dtype)
+        x[:, 9] = -np.inf
+        x[C - 1, 10], x[0, 11] = np.nan, np.inf
+        fine = np.isfinite(x).all(axis=0)
+        for fn, reference in ((jitloss.softmax, ref.softmax),
+                              (jitloss.log_softmax, ref.log_softmax)):
+            for temperature in (1.0, 0.7):
+                tiled = fn(x, axis=0, temperature=temperature)
+                inplace = x.copy()
+                fn(inplace, axis=0, temperature=temperature, out=inplace)
+                np.testing.assert_array_equal(tiled, inplace)
+                assert_close(tiled[:, fine], reference(x[:, fine], axis=0,
+                                                       temperature=temperature),
+                             dtype, atol=1e-6)
+                assert np.isnan(tiled[:, ~fine]).all()
+        lse = jitloss.logsumexp(x, axis=0)
+        np.testing.assert_allclose(lse[fine], ref.logsumexp(x[:, fine], axis=0),
+                                   rtol=RTOL[np.dtype(dtype).type],
+                                   atol=4 * np.finfo(dtype).eps * np.abs(x[:, fine]).max())
+
+
 @pytest.mark.parametrize("dtype, temperature",
                          [(np.float32, 1.0), (np.float32, 0.7), (np.float64, 1.0)])
 def test_lane_results_do_not_depend_on_the_lane_width(monkeypatch, dtype, temperature):

@@ -76,8 +76,13 @@ __all__ = [
     "lanes_log1p",
     "lanes_range",
     "lanes_rest",
+    "lanes_scale",
     "lanes_sum",
     "lanes_sumexp",
+    "LANE_TILE",
+    "prefetch_tile",
+    "tile_row",
+    "wide_piece",
     "lane_block",
     "prefetch_lanes",
     "prefetch_row",
@@ -1182,7 +1187,7 @@ def _sumexp_span(x2, i, j0, n, m, s, near):
         if near:
             for jj in range(min(_UBLOCK, n - b * _UBLOCK)):
                 v = x2[i, b0 + jj]
-                t = exp_near(v, m)  # before the condition: see _lane_terms
+                t = exp_near(v, m)  # before the condition: see _terms_tile
                 below = not (v >= m)  # NaN counts as a term, and makes the sum NaN
                 part += t if below else zero
                 count += zero if below else one
@@ -1400,6 +1405,162 @@ def prefetch_row(a2, i):
             _prefetch2(a2, i, q)
 
 
+# Lane tiles.  Where out3 is not x3, the lane passes take LANE_TILE class rows at a time:
+# each vector of lanes goes through the tile's rows in registers (the loop over the rows,
+# of constant length, is unrolled by LLVM, and the loop over the lanes vectorised), so a
+# lane's running maximum, sum or factor is loaded and stored once a tile, not once a row:
+# a row at a time, a pass stored twice per element where a row kernel stores once, and
+# znver4 stores a 64-byte vector in two cycles.  A tile of n < LANE_TILE rows (the last of
+# a LANE_BLOCK) repeats its last row (tile_row): the repeat's terms are not added and its
+# stores write the same values again, so the tiles take outputs that are not their
+# inputs only.  A lane adds its terms in the order it did row by row: the same bits.  Four
+# rows: LLVM unrolls no more exponentials than that, and its run-time checks that the
+# stored rows overlap no loaded one grow with the product of their numbers.  Measured
+# along axis 0 (float32, 2 threads, znver4, in-process against the row-at-a-time passes):
+# see softmax.py's lane kernels.
+LANE_TILE = 4
+
+
+@njit
+def tile_row(j0, r, n):
+    """Class row r of the tile of n rows from j0: j0 + r, the last row for r >= n."""
+    return j0 + (r if r < n else n - 1)
+
+
+@njit
+def wide_piece(a3, w):
+    """True for a lane block of w lanes wider than LANE_ROW_BYTES (lane_width_for's pieces
+    for a block that streams from memory): its output passes take tiles."""
+    return w > _hinted_lanes(a3)
+
+
+@njit
+def prefetch_tile(a3, o, j0, i0, w):
+    """prefetch_lanes for the rows of the tile after the one at j0."""
+    wide_vectors()
+    for r in range(LANE_TILE):
+        prefetch_lanes(a3, o, j0 + LANE_TILE + r, i0, w)
+
+
+@njit(fastmath=_REDUCE)
+def _range_tile(x3, o, j0, n, i0, m, low):
+    # lanes_range over the tile of n rows at j0
+    wide_vectors()
+    w = uint64(m.shape[0])
+    for k in range(w):
+        a = m[k]
+        b = low[k]
+        for r in range(LANE_TILE):
+            v = x3[o, tile_row(j0, r, n), i0 + k]
+            a = max_num(a, v)
+            b = min_num(b, v)
+        m[k] = a
+        low[k] = b
+
+
+@njit(fastmath=_REDUCE)
+def _terms_tile(x3, o, j0, n, i0, m, s, near, part, count):
+    # The terms of the tile of n rows at j0 added to part (below the lane's maximum) or
+    # counted in count (equal to it).  m[k] is loaded once and the term computed before the
+    # condition: a load or a call under the condition is control flow that LLVM does not
+    # turn into a select, and the loop stays scalar (5x).
+    wide_vectors()
+    w = uint64(m.shape[0])
+    zero = as_type_of(0.0, x3)
+    one = as_type_of(1.0, x3)
+    if near:
+        for k in range(w):
+            mk = m[k]
+            p = part[k]
+            c = count[k]
+            for r in range(LANE_TILE):
+                v = x3[o, tile_row(j0, r, n), i0 + k]
+                t = exp_near(v, mk)
+                below = not (v >= mk)  # NaN counts as a term, and makes the sum NaN
+                p += (t if below else zero) if r < n else zero
+                c += (zero if below else one) if r < n else zero
+            part[k] = p
+            count[k] = c
+    else:
+        for k in range(w):
+            mk = m[k]
+            p = part[k]
+            c = count[k]
+            for r in range(LANE_TILE):
+                v = x3[o, tile_row(j0, r, n), i0 + k]
+                t = exp_sub(v, mk, s)
+                below = not (v >= mk)
+                p += (t if below else zero) if r < n else zero
+                c += (zero if below else one) if r < n else zero
+            part[k] = p
+            count[k] = c
+
+
+@njit(fastmath=_REDUCE)
+def _exp_store_tile(x3, o, j0, n, i0, m, s, near, out3, part):
+    # out3 = exp((x3 - m[k]) s) over the tile of n rows at j0, each term added to part[k]
+    wide_vectors()
+    w = uint64(m.shape[0])
+    zero = as_type_of(0.0, x3)
+    if near:
+        for k in range(w):
+            mk = m[k]
+            p = part[k]
+            for r in range(LANE_TILE):
+                j = tile_row(j0, r, n)
+                t = exp_near(x3[o, j, i0 + k], mk)
+                out3[o, j, i0 + k] = t
+                p += t if r < n else zero
+            part[k] = p
+    else:
+        for k in range(w):
+            mk = m[k]
+            p = part[k]
+            for r in range(LANE_TILE):
+                j = tile_row(j0, r, n)
+                t = exp_sub(x3[o, j, i0 + k], mk, s)
+                out3[o, j, i0 + k] = t
+                p += t if r < n else zero
+            part[k] = p
+
+
+@njit(fastmath=_REDUCE)
+def _scale_tile(out3, o, j0, n, i0, inv):
+    # out3 *= inv[k] over the tile of n rows at j0 (a repeated row is scaled once: n rows)
+    wide_vectors()
+    w = uint64(inv.shape[0])
+    for k in range(w):
+        a = inv[k]
+        for r in range(LANE_TILE):
+            if r < n:
+                out3[o, j0 + r, i0 + k] *= a
+
+
+@njit(fastmath=_REDUCE)
+def lanes_scale(out3, o, i0, inv):
+    """out3[o, j, i0 + k] *= inv[k] for every class row j, in tiles."""
+    wide_vectors()
+    w = uint64(inv.shape[0])
+    C = out3.shape[1]
+    if not wide_piece(out3, w):
+        for j in range(C):
+            _scale_lane_row(out3, o, j, i0, inv)
+        return
+    for j0 in range(0, C, LANE_TILE):
+        prefetch_tile(out3, o, j0, i0, w)
+        _scale_tile(out3, o, j0, min(LANE_TILE, C - j0), i0, inv)
+
+
+@njit(fastmath=_REDUCE)
+def _scale_lane_row(out3, o, j, i0, inv):
+    # out3[o, j, i0 + k] *= inv[k] (prefetching row j + AHEAD)
+    wide_vectors()
+    w = uint64(inv.shape[0])
+    prefetch_lanes(out3, o, j + AHEAD, i0, w)
+    for k in range(w):
+        out3[o, j, i0 + k] *= inv[k]
+
+
 @njit(fastmath=_REDUCE)
 def _lane_exp(x3, o, j, i0, m, s, out3, near):
     # out3[o, j, i0 + k] = exp((x3[o, j, i0 + k] - m[k]) * s) for the lanes of class row j,
@@ -1494,12 +1655,10 @@ def lanes_range(x3, o, i0, m, low, s):
     for k in range(w):
         m[k] = as_type_of(-np.inf, x3)
         low[k] = as_type_of(np.inf, x3)
-    for j in range(x3.shape[1]):
-        prefetch_lanes(x3, o, j + AHEAD, i0, w)
-        for k in range(w):
-            v = x3[o, j, i0 + k]
-            m[k] = max_num(m[k], v)
-            low[k] = min_num(low[k], v)
+    C = x3.shape[1]
+    for j0 in range(0, C, LANE_TILE):
+        prefetch_tile(x3, o, j0, i0, w)
+        _range_tile(x3, o, j0, min(LANE_TILE, C - j0), i0, m, low)
     zero = as_type_of(0.0, x3)
     if not near_ok(zero, zero, s):  # float64, or a temperature other than 1
         return NEAR_NONE, low
@@ -1554,7 +1713,8 @@ def lanes_exp(x3, o, i0, m, s, out3, near, aside):
 @njit(fastmath=_REDUCE)
 def lanes_exp_store(x3, o, i0, m, s, out3, total, near, aside):
     """lanes_exp, and total[k] = the lane's sum (float64; float32 terms summed in float32
-    over LANE_BLOCK classes, then added in float64), the sums in loops of their own."""
+    over LANE_BLOCK classes, then added in float64), in tiles unless in place (aside) or
+    the lanes are mixed."""
     wide_vectors()
     w = uint64(m.shape[0])
     C = x3.shape[1]
@@ -1565,50 +1725,29 @@ def lanes_exp_store(x3, o, i0, m, s, out3, total, near, aside):
     for b in range((C + LANE_BLOCK - 1) // LANE_BLOCK):
         for k in range(w):
             part[k] = 0.0
-        for j in range(b * LANE_BLOCK, min(b * LANE_BLOCK + LANE_BLOCK, C)):
-            if mode == NEAR_MIXED:
+        b0 = b * LANE_BLOCK
+        b1 = min(b0 + LANE_BLOCK, C)
+        if mode == NEAR_MIXED:
+            for j in range(b0, b1):
                 _lane_exp_mixed(x3, o, j, i0, m, s, out3, f, part)
-            elif aside:
+        elif aside:
+            for j in range(b0, b1):
                 _lane_exp_sum_aside(x3, o, j, i0, m, s, out3, mode == NEAR_ALL, part)
-            else:
+        elif not wide_piece(x3, w):
+            for j in range(b0, b1):
                 _lane_exp_sum(x3, o, j, i0, m, s, out3, mode == NEAR_ALL, part)
+        else:
+            for j0 in range(b0, b1, LANE_TILE):
+                prefetch_tile(x3, o, j0, i0, w)
+                _exp_store_tile(x3, o, j0, min(LANE_TILE, b1 - j0), i0, m, s, mode == NEAR_ALL,
+                                out3, part)
         for k in range(w):
             total[k] += part[k]
 
 
 @njit(fastmath=_REDUCE)
-def _lane_terms(x3, o, j, i0, m, s, near, part, count):
-    # The terms of class row j (prefetching row j + AHEAD) added to part (below the lane's
-    # maximum) or counted in count (equal to it).  A function of its own, like _lane_exp:
-    # nested in lanes_sumexp's loop over j it ran 1.2-1.4x slower.  m[k] is loaded once and
-    # the term computed before the condition: a load or a call under the condition is
-    # control flow that LLVM does not turn into a select, and the loop stays scalar (5x).
-    wide_vectors()
-    w = uint64(m.shape[0])
-    zero = as_type_of(0.0, x3)
-    one = as_type_of(1.0, x3)
-    prefetch_lanes(x3, o, j + AHEAD, i0, w)
-    if near:
-        for k in range(w):
-            v = x3[o, j, i0 + k]
-            mk = m[k]
-            t = exp_near(v, mk)
-            below = not (v >= mk)  # NaN counts as a term, and makes the sum NaN
-            part[k] += t if below else zero
-            count[k] += zero if below else one
-    else:
-        for k in range(w):
-            v = x3[o, j, i0 + k]
-            mk = m[k]
-            t = exp_sub(v, mk, s)
-            below = not (v >= mk)
-            part[k] += t if below else zero
-            count[k] += zero if below else one
-
-
-@njit(fastmath=_REDUCE)
 def _lane_terms_mixed(x3, o, j, i0, m, s, f, part, count):
-    # _lane_terms for a block of mixed lanes (as _lane_exp_mixed)
+    # _terms_tile for one class row j of a block of mixed lanes (as _lane_exp_mixed)
     wide_vectors()
     w = uint64(m.shape[0])
     zero = as_type_of(0.0, x3)
@@ -1643,11 +1782,16 @@ def lanes_sumexp(x3, o, i0, m, s, rest, ties, near):
         for k in range(w):
             part[k] = zero
             count[k] = zero
-        for j in range(b * LANE_BLOCK, min(b * LANE_BLOCK + LANE_BLOCK, C)):
-            if mode == NEAR_MIXED:
+        b0 = b * LANE_BLOCK
+        b1 = min(b0 + LANE_BLOCK, C)
+        if mode == NEAR_MIXED:
+            for j in range(b0, b1):
                 _lane_terms_mixed(x3, o, j, i0, m, s, f, part, count)
-            else:
-                _lane_terms(x3, o, j, i0, m, s, mode == NEAR_ALL, part, count)
+        else:
+            for j0 in range(b0, b1, LANE_TILE):
+                prefetch_tile(x3, o, j0, i0, w)
+                _terms_tile(x3, o, j0, min(LANE_TILE, b1 - j0), i0, m, s, mode == NEAR_ALL,
+                            part, count)
         for k in range(w):
             rest[k] += part[k]
             ties[k] += count[k]

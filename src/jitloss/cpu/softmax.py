@@ -35,9 +35,11 @@ from ._math import (
     lane_block,
     lanes_dot,
     lanes_exp_store,
+    lanes_scale,
     lanes_range,
     lanes_sum,
     lanes_sumexp,
+    LANE_TILE,
     log1p_rest,
     log1p_rest_vec,
     log1p_rests,
@@ -45,6 +47,7 @@ from ._math import (
     near_ok,
     prefetch_lanes,
     prefetch_row,
+    prefetch_tile,
     row_dot,
     row_fill,
     aside_row,
@@ -56,6 +59,8 @@ from ._math import (
     row_sumexp,
     same_memory,
     stack_lanes,
+    tile_row,
+    wide_piece,
     row_rest,
     short_backward,
     short_chunks,
@@ -787,18 +792,6 @@ def _log_softmax_short_serial(x2, out2, s):
 # Task t covers outer index o and lanes [i0, i0 + w) (``lane_block``; i0 and w unsigned).
 
 
-@njit(fastmath=_REDUCE)
-def _scale_lane_row(out3, o, j, i0, inv):
-    # out3[o, j, i0 + k] *= inv[k] (prefetching row j + AHEAD).  A function of its own:
-    # 5-9% faster than nested in the loop over j (znver5); log_softmax's output loop, of the
-    # same shape, measured 20% slower as a function and stays nested
-    wide_vectors()
-    w = uint64(inv.shape[0])
-    prefetch_lanes(out3, o, j + AHEAD, i0, w)
-    for k in range(w):
-        out3[o, j, i0 + k] *= inv[k]
-
-
 @njit
 def _softmax_lane_block(x3, out3, s, o, i0, w):
     wide_vectors()
@@ -809,8 +802,7 @@ def _softmax_lane_block(x3, out3, s, o, i0, w):
     inv = np.empty(w, x3.dtype)
     for k in range(w):
         inv[k] = 1.0 / total[k] if math.isfinite(m[k]) else np.nan
-    for j in range(x3.shape[1]):
-        _scale_lane_row(out3, o, j, i0, inv)
+    lanes_scale(out3, o, i0, inv)
 
 
 @njit(parallel=True, cache=True)
@@ -863,10 +855,29 @@ def _log_softmax_lane_block(x3, out3, s, o, i0, w):
         for j in range(x3.shape[1]):
             _log_softmax_lane_out_aside(x3, out3, o, j, i0, m, sm, lsm)
         return
-    for j in range(x3.shape[1]):  # nested: as a function of its own 20% slower (znver5)
-        prefetch_lanes(x3, o, j + AHEAD, i0, w)
-        for k in range(w):
-            out3[o, j, i0 + k] = (x3[o, j, i0 + k] - m[k]) * sm - lsm[k]
+    C = x3.shape[1]
+    if not wide_piece(x3, w):
+        for j in range(C):  # nested: as a function of its own 20% slower (znver5)
+            prefetch_lanes(x3, o, j + AHEAD, i0, w)
+            for k in range(w):
+                out3[o, j, i0 + k] = (x3[o, j, i0 + k] - m[k]) * sm - lsm[k]
+        return
+    for j0 in range(0, C, LANE_TILE):
+        prefetch_tile(x3, o, j0, i0, w)
+        _log_softmax_lane_tile(x3, out3, o, j0, min(LANE_TILE, C - j0), i0, m, sm, lsm)
+
+
+@njit(fastmath=_REDUCE)
+def _log_softmax_lane_tile(x3, out3, o, j0, n, i0, m, sm, lsm):
+    # out3 = (x3 - m[k]) s - lse[k] over the lane tile of n rows at j0 (out3 is not x3)
+    wide_vectors()
+    w = uint64(m.shape[0])
+    for k in range(w):
+        mk = m[k]
+        c = lsm[k]
+        for r in range(LANE_TILE):
+            j = tile_row(j0, r, n)
+            out3[o, j, i0 + k] = (x3[o, j, i0 + k] - mk) * sm - c
 
 
 # In place (out3 is an input), the lane blocks' output loops read the pieces of class row j
