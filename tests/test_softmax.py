@@ -1058,9 +1058,9 @@ def test_wide_lane_pieces_give_the_bits_of_narrow_ones(monkeypatch, dtype):
 def test_lane_tiles_give_the_bits_of_rows_at_a_time(monkeypatch, dtype):
     # Wide lane pieces take their class rows LANE_TILE at a time, a short last tile
     # repeating its last row (_math.tile_row); in place, and in narrow pieces, the output
-    # passes take one row at a time.  For every remainder of the tiles and of LANE_BLOCK,
-    # with non-finite columns and a temperature: the same bits either way, and the
-    # reference's values
+    # passes take one row at a time (softmax_backward's always does; its sums take tiles).
+    # For every remainder of the tiles and of LANE_BLOCK, with non-finite columns and a
+    # temperature: the same bits either way, and the reference's values
     rng = _rng(43)
     widest = jitloss.cpu.LANE_WIDE_BYTES // np.dtype(dtype).itemsize  # lane_width's most
     monkeypatch.setattr(jitloss.cpu.softmax, "lane_width_for", lambda a3: widest)
@@ -1080,6 +1080,19 @@ def test_lane_tiles_give_the_bits_of_rows_at_a_time(monkeypatch, dtype):
                                                        temperature=temperature),
                              dtype, atol=1e-6)
                 assert np.isnan(tiled[:, ~fine]).all()
+        dy = rng.standard_normal(x.shape).astype(dtype)
+        for fn, reference, forward in (
+                (jitloss.softmax_backward, ref.softmax_backward, jitloss.softmax),
+                (jitloss.log_softmax_backward, ref.log_softmax_backward, jitloss.log_softmax)):
+            y = forward(x[:, fine], axis=0)
+            tiled = fn(y, dy[:, fine], axis=0, temperature=0.7)
+            inplace = dy[:, fine].copy()
+            fn(y, inplace, axis=0, temperature=0.7, out=inplace)
+            np.testing.assert_array_equal(tiled, inplace)
+            want = reference(y.astype(np.float64), dy[:, fine].astype(np.float64), axis=0,
+                             temperature=0.7)
+            np.testing.assert_allclose(tiled, want, rtol=RTOL[np.dtype(dtype).type],
+                                       atol=8 * np.finfo(dtype).eps * np.abs(want).max())
         lse = jitloss.logsumexp(x, axis=0)
         np.testing.assert_allclose(lse[fine], ref.logsumexp(x[:, fine], axis=0),
                                    rtol=RTOL[np.dtype(dtype).type],

@@ -1835,25 +1835,32 @@ def lanes_log1p(rest, ties):
 
 
 @njit(fastmath=_REDUCE)
-def _lane_dot_row(a3, b3, o, j, i0, part):
-    # part[k] += a3[o, j, i0 + k] * b3[o, j, i0 + k], prefetching row j + AHEAD (a function
-    # of its own, like _lane_exp)
+def _dot_tile(a3, b3, o, j0, n, i0, part):
+    # part[k] += a3 * b3 over the lane tile of n rows at j0
     wide_vectors()
     w = uint64(part.shape[0])
-    prefetch_lanes(a3, o, j + AHEAD, i0, w)
-    prefetch_lanes(b3, o, j + AHEAD, i0, w)
+    zero = as_type_of(0.0, a3)
     for k in range(w):
-        part[k] += a3[o, j, i0 + k] * b3[o, j, i0 + k]
+        p = part[k]
+        for r in range(LANE_TILE):
+            j = tile_row(j0, r, n)
+            t = a3[o, j, i0 + k] * b3[o, j, i0 + k]
+            p += t if r < n else zero
+        part[k] = p
 
 
 @njit(fastmath=_REDUCE)
-def _lane_sum_row(a3, o, j, i0, part):
-    # part[k] += a3[o, j, i0 + k], prefetching row j + AHEAD
+def _sum_tile(a3, o, j0, n, i0, part):
+    # part[k] += a3 over the lane tile of n rows at j0
     wide_vectors()
     w = uint64(part.shape[0])
-    prefetch_lanes(a3, o, j + AHEAD, i0, w)
+    zero = as_type_of(0.0, a3)
     for k in range(w):
-        part[k] += a3[o, j, i0 + k]
+        p = part[k]
+        for r in range(LANE_TILE):
+            t = a3[o, tile_row(j0, r, n), i0 + k]
+            p += t if r < n else zero
+        part[k] = p
 
 
 @njit(fastmath=_REDUCE)
@@ -1869,8 +1876,11 @@ def lanes_dot(a3, b3, o, i0, total):
     for b in range((C + LANE_BLOCK - 1) // LANE_BLOCK):
         for k in range(w):
             part[k] = 0.0
-        for j in range(b * LANE_BLOCK, min(b * LANE_BLOCK + LANE_BLOCK, C)):
-            _lane_dot_row(a3, b3, o, j, i0, part)
+        b1 = min(b * LANE_BLOCK + LANE_BLOCK, C)
+        for j0 in range(b * LANE_BLOCK, b1, LANE_TILE):
+            prefetch_tile(a3, o, j0, i0, w)
+            prefetch_tile(b3, o, j0, i0, w)
+            _dot_tile(a3, b3, o, j0, min(LANE_TILE, b1 - j0), i0, part)
         for k in range(w):
             total[k] += part[k]
 
@@ -1888,8 +1898,10 @@ def lanes_sum(a3, o, i0, total):
     for b in range((C + LANE_BLOCK - 1) // LANE_BLOCK):
         for k in range(w):
             part[k] = 0.0
-        for j in range(b * LANE_BLOCK, min(b * LANE_BLOCK + LANE_BLOCK, C)):
-            _lane_sum_row(a3, o, j, i0, part)
+        b1 = min(b * LANE_BLOCK + LANE_BLOCK, C)
+        for j0 in range(b * LANE_BLOCK, b1, LANE_TILE):
+            prefetch_tile(a3, o, j0, i0, w)
+            _sum_tile(a3, o, j0, min(LANE_TILE, b1 - j0), i0, part)
         for k in range(w):
             total[k] += part[k]
 
