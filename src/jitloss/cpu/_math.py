@@ -80,7 +80,6 @@ __all__ = [
     "lanes_sum",
     "lanes_sumexp",
     "LANE_TILE",
-    "prefetch_tile",
     "tile_row",
     "wide_piece",
     "lane_block",
@@ -1423,7 +1422,7 @@ def prefetch_row(a2, i):
 # 512 x 8192 and 2000 x 2048 0.63-0.88 on 2 threads.  Output passes take tiles in wide
 # pieces only (wide_piece): in narrow ones, whose blocks stay in cache, they took 1.1-1.4x
 # the time on 2 threads (256 x 1024, 1000 x 500, 500 x 1024), against 0.94-1.01 a row at
-# a time; the sums' tiles measured 0.82-0.97 there.
+# a time; the sums' tiles measured 0.79-0.97 there.
 LANE_TILE = 4
 
 
@@ -1552,8 +1551,7 @@ def lanes_scale(out3, o, i0, inv):
         for j in range(C):
             _scale_lane_row(out3, o, j, i0, inv)
         return
-    for j0 in range(0, C, LANE_TILE):
-        prefetch_tile(out3, o, j0, i0, w)
+    for j0 in range(0, C, LANE_TILE):  # a wide piece: no prefetch hints (prefetch_lanes)
         _scale_tile(out3, o, j0, min(LANE_TILE, C - j0), i0, inv)
 
 
@@ -1742,9 +1740,8 @@ def lanes_exp_store(x3, o, i0, m, s, out3, total, near, aside):
         elif not wide_piece(x3, w):
             for j in range(b0, b1):
                 _lane_exp_sum(x3, o, j, i0, m, s, out3, mode == NEAR_ALL, part)
-        else:
+        else:  # a wide piece: no prefetch hints (prefetch_lanes)
             for j0 in range(b0, b1, LANE_TILE):
-                prefetch_tile(x3, o, j0, i0, w)
                 _exp_store_tile(x3, o, j0, min(LANE_TILE, b1 - j0), i0, m, s, mode == NEAR_ALL,
                                 out3, part)
         for k in range(w):

@@ -47,7 +47,6 @@ from ._math import (
     near_ok,
     prefetch_lanes,
     prefetch_row,
-    prefetch_tile,
     row_dot,
     row_fill,
     aside_row,
@@ -862,8 +861,7 @@ def _log_softmax_lane_block(x3, out3, s, o, i0, w):
             for k in range(w):
                 out3[o, j, i0 + k] = (x3[o, j, i0 + k] - m[k]) * sm - lsm[k]
         return
-    for j0 in range(0, C, LANE_TILE):
-        prefetch_tile(x3, o, j0, i0, w)
+    for j0 in range(0, C, LANE_TILE):  # a wide piece: no prefetch hints (prefetch_lanes)
         _log_softmax_lane_tile(x3, out3, o, j0, min(LANE_TILE, C - j0), i0, m, sm, lsm)
 
 
@@ -1036,7 +1034,7 @@ def _log_softmax_backward_lane_block(logp3, dy3, out3, s, o, i0, w):
                 out3[o, j, i0 + k] = (dy3[o, j, i0 + k]
                                       - exp(logp3[o, j, i0 + k]) * t[k]) * sm
         return
-    for j0 in range(0, C, LANE_TILE):
+    for j0 in range(0, C, LANE_TILE):  # a wide piece: no prefetch hints (prefetch_lanes)
         _log_softmax_backward_lane_tile(logp3, dy3, out3, o, j0, min(LANE_TILE, C - j0), i0,
                                         t, sm)
 
