@@ -1404,25 +1404,27 @@ def prefetch_row(a2, i):
             _prefetch2(a2, i, q)
 
 
-# Lane tiles.  Where out3 is not x3, the lane passes take LANE_TILE class rows at a time:
-# each vector of lanes goes through the tile's rows in registers (the loop over the rows,
-# of constant length, is unrolled by LLVM, and the loop over the lanes vectorised), so a
-# lane's running maximum, sum or factor is loaded and stored once a tile, not once a row:
-# a row at a time, a pass stored twice per element where a row kernel stores once, and
-# znver4 stores a 64-byte vector in two cycles.  A tile of n < LANE_TILE rows (the last of
-# a LANE_BLOCK) repeats its last row (tile_row): the repeat's terms are not added and its
-# stores write the same values again, so the tiles take outputs that are not their
-# inputs only.  A lane adds its terms in the order it did row by row: the same bits.  Four
-# rows: LLVM unrolls no more exponentials than that, and its run-time checks that the
-# stored rows overlap no loaded one grow with the product of their numbers (2 or 8 rows
-# measured the same as 4).  Along axis 0 (float32, znver4, in-process against the
-# row-at-a-time passes, 2 threads and 1): 1000 x 4096 softmax 0.59-0.70 of the time,
-# log_softmax 0.59-0.71, logsumexp 0.65-0.82, log_softmax_backward 0.58-0.80,
-# softmax_backward 0.72-0.87, cross_entropy 0.65-0.82, with the gradient 0.85-0.86;
-# 512 x 8192 and 2000 x 2048 0.63-0.88 on 2 threads.  Output passes take tiles in wide
-# pieces only (wide_piece): in narrow ones, whose blocks stay in cache, they took 1.1-1.4x
-# the time on 2 threads (256 x 1024, 1000 x 500, 500 x 1024), against 0.94-1.01 a row at
-# a time; the sums' tiles measured 0.79-0.97 there.
+# Lane tiles.  The lane passes take LANE_TILE class rows at a time (the range and the sums
+# always, the output passes where out3 is not an input and the piece is wide): each vector
+# of lanes goes through the tile's rows in registers (the loop over the rows, of constant
+# length, is unrolled by LLVM, and the loop over the lanes vectorised), so a lane's
+# running maximum, sum or factor is loaded and stored once a tile, not once a row: a row
+# at a time, a pass stored twice per element where a row kernel stores once, and znver4
+# stores a 64-byte vector in two cycles.  A tile of n < LANE_TILE rows (the last of a
+# LANE_BLOCK, or of the class rows) repeats its last row (tile_row): the repeat's terms
+# are not added and its stores write the same values again, so the tiles that store take
+# outputs that are not their inputs only (_scale_tile, which scales its output in place,
+# skips the repeat instead).  A lane adds its terms in the order it did row by row: the
+# same bits.  Four rows: LLVM unrolls no more exponentials than that, and its run-time
+# checks that the stored rows overlap no loaded one grow with the product of their
+# numbers (2 or 8 rows measured the same as 4).  Along axis 0 (float32, znver4,
+# in-process against the row-at-a-time passes, 2 threads and 1): 1000 x 4096 softmax
+# 0.59-0.70 of the time, log_softmax 0.59-0.71, logsumexp 0.65-0.82, log_softmax_backward
+# 0.58-0.80, softmax_backward 0.72-0.87, cross_entropy 0.65-0.82, with the gradient
+# 0.85-0.86; 512 x 8192 and 2000 x 2048 0.61-0.88 on 2 threads.  Output passes take tiles
+# in wide pieces only (wide_piece): in narrow ones, whose blocks stay in cache, they took
+# 1.1-1.4x the time on 2 threads (256 x 1024, 1000 x 500, 500 x 1024), against 0.94-1.01
+# a row at a time; the sums' tiles measured 0.79-0.97 there.
 LANE_TILE = 4
 
 
