@@ -1054,17 +1054,28 @@ def test_wide_lane_pieces_give_the_bits_of_narrow_ones(monkeypatch, dtype):
         numba.set_num_threads(before)
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_lane_tiles_give_the_bits_of_rows_at_a_time(monkeypatch, dtype):
+def _online(monkeypatch, online):
+    # Float32 softmax along a lane axis takes the online sums (cpu.online_lanes) on arrays
+    # too large for a test: force the choice either way
+    monkeypatch.setattr(jitloss.cpu.softmax, "online_lanes",
+                        lambda a3: a3.itemsize == 4 and online)
+
+
+@pytest.mark.parametrize("dtype, online",
+                         [(np.float32, False), (np.float32, True), (np.float64, False)])
+def test_lane_tiles_give_the_bits_of_rows_at_a_time(monkeypatch, dtype, online):
     # Wide lane pieces take their class rows LANE_TILE at a time, a short last tile
     # repeating its last row (_math.tile_row); in place, and in narrow pieces, the output
     # passes take one row at a time (softmax_backward's always does; its sums take tiles).
-    # For every remainder of the tiles and of LANE_BLOCK, with non-finite columns and a
-    # temperature: the same bits either way, and the reference's values
+    # Online, float32 softmax takes its exponentials twice (summed, then scaled into the
+    # output) where in place it stores them and scales them.  For every remainder of the
+    # tiles and of LANE_BLOCK, with non-finite columns and a temperature: the same bits
+    # either way, and the reference's values
     rng = _rng(43)
     widest = jitloss.cpu.LANE_WIDE_BYTES // np.dtype(dtype).itemsize  # lane_width's most
     monkeypatch.setattr(jitloss.cpu.softmax, "lane_width_for", lambda a3: widest)
-    for C in (1, 2, 3, 4, 5, 7, 17, 35):
+    _online(monkeypatch, online)
+    for C in (1, 2, 3, 4, 5, 7, 17, 35, 70):
         x = (rng.standard_normal((C, 1100)) * 3).astype(dtype)
         x[:, 9] = -np.inf
         x[C - 1, 10], x[0, 11] = np.nan, np.inf
@@ -1099,16 +1110,20 @@ def test_lane_tiles_give_the_bits_of_rows_at_a_time(monkeypatch, dtype):
                                    atol=4 * np.finfo(dtype).eps * np.abs(x[:, fine]).max())
 
 
-@pytest.mark.parametrize("dtype, temperature",
-                         [(np.float32, 1.0), (np.float32, 0.7), (np.float64, 1.0)])
-def test_lane_results_do_not_depend_on_the_lane_width(monkeypatch, dtype, temperature):
+@pytest.mark.parametrize("dtype, temperature, online",
+                         [(np.float32, 1.0, False), (np.float32, 0.7, False),
+                          (np.float32, 1.0, True), (np.float32, 0.7, True),
+                          (np.float64, 1.0, False)])
+def test_lane_results_do_not_depend_on_the_lane_width(monkeypatch, dtype, temperature, online):
     # Bug: a float32 block of lanes took the cheaper exp_near only if all its lanes could, so
     # a column's bits depended on the columns that shared its block, and so on the block
     # width, which now follows the thread count.  Columns of spread 70 among narrow ones,
     # and non-finite ones, at widths 64, 128, 512 and the whole row: the same bits
     rng = _rng(31)
-    x = (rng.standard_normal((40, 1100)) * 3).astype(dtype)
+    _online(monkeypatch, online)
+    x = (rng.standard_normal((70, 1100)) * 3).astype(dtype)
     x[0, 100:700:3] = 70.0
+    x[40, 101:700:3] = 70.0  # online: a block whose maximum jumps past ONLINE_LAG
     x[:, 5] = -np.inf
     x[3, 900], x[4, 901] = np.nan, np.inf
     got = []
@@ -1127,6 +1142,41 @@ def test_lane_results_do_not_depend_on_the_lane_width(monkeypatch, dtype, temper
     assert_close(got[0][1][:, fine],
                  ref.log_softmax(x[:, fine], axis=0, temperature=temperature), dtype, atol=1e-6)
     assert np.isnan(got[0][0][:, ~fine]).all() and np.isnan(got[0][1][:, ~fine]).all()
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7, 0.05])
+def test_online_lane_sums_match_the_reference(monkeypatch, temperature):
+    # The online sums (float32 softmax along a lane axis of a large array) take each block
+    # of ONLINE_LANE_ROWS classes against a reference that follows the maximum with a lag,
+    # rescaling the float64 total where it moves.  Columns built to move it: increasing and
+    # decreasing ramps, a jump in the last block, -inf before the first finite value, spreads
+    # beyond NEAR32 (exp_sub) beside narrow ones; NaN, +inf and all -inf columns are NaN
+    from jitloss.cpu import _math
+
+    rng = _rng(47)
+    C = 3 * _math.ONLINE_LANE_ROWS + 5
+    x = (rng.standard_normal((C, 300)) * 3).astype(np.float32)
+    x[:, 0] = np.linspace(-60.0, 60.0, C)
+    x[:, 1] = np.linspace(60.0, -60.0, C)
+    x[C - 2, 2] = 40.0
+    x[:C - 7, 3] = -np.inf
+    x[:_math.ONLINE_LANE_ROWS + 1, 4] = -np.inf
+    x[:, 5:9] *= 30.0
+    x[7, 9], x[:, 10], x[C - 1, 11] = np.nan, -np.inf, np.inf
+    fine = np.isfinite(x.max(axis=0)) & ~np.isnan(x).any(axis=0)
+    _online(monkeypatch, True)
+    for width in (64, 300):
+        monkeypatch.setattr(jitloss.cpu.softmax, "lane_width_for", lambda a3, w=width: w)
+        got = jitloss.softmax(x, axis=0, temperature=temperature)
+        inplace = x.copy()
+        jitloss.softmax(inplace, axis=0, temperature=temperature, out=inplace)
+        np.testing.assert_array_equal(got, inplace)
+        want = ref.softmax(x[:, fine].astype(np.float64), axis=0, temperature=temperature)
+        assert_close(got[:, fine], want, np.float32, atol=np.finfo(np.float32).tiny)
+        assert np.isnan(got[:, ~fine]).all()
+    _online(monkeypatch, False)
+    np.testing.assert_allclose(got, jitloss.softmax(x, axis=0, temperature=temperature),
+                               rtol=4e-6, atol=np.finfo(np.float32).tiny)
 
 
 # --- inputs, threads, determinism ---------------------------------------------------------

@@ -229,20 +229,53 @@ def lane_width_for(a3) -> int:
 @functools.cache
 def l2_bytes(default: int = 512 << 10) -> int:
     """Size of the first CPU's L2 cache (Linux sysfs), else ``default``."""
+    return cache_bytes(2, default)
+
+
+@functools.cache
+def l3_bytes(default: int = 32 << 20) -> int:
+    """Size of the first CPU's L3 cache (Linux sysfs; on AMD, its CCX's), else ``default``."""
+    return cache_bytes(3, default)
+
+
+def cache_bytes(level: int, default: int) -> int:
+    """Size of the first CPU's unified or data cache of ``level`` (Linux sysfs), else
+    ``default``."""
     import glob
 
     for d in glob.glob("/sys/devices/system/cpu/cpu0/cache/index*"):
         try:
             with open(f"{d}/level") as f:
-                level = f.read().strip()
+                found = f.read().strip()
+            with open(f"{d}/type") as f:
+                kind = f.read().strip()
             with open(f"{d}/size") as f:
                 size = f.read().strip()
         except OSError:
             continue
         shift = {"K": 10, "M": 20}.get(size[-1:])
-        if level == "2" and shift is not None and size[:-1].isdigit():
+        if (found == str(level) and kind != "Instruction" and shift is not None
+                and size[:-1].isdigit()):
             return int(size[:-1]) << shift
     return default
+
+
+def online_lanes(a3) -> bool:
+    """True where softmax's lane blocks take their range and sums in one read and their
+    exponentials again in the output pass (_math.lanes_online_total): float32 arrays of at
+    least 3/8 of L3, which with their output (3/4 of L3) do not stay in L3 between passes.
+    A choice by the array alone, not by the lane width or the threads, so that the results
+    do not depend on those.
+
+    Float32 softmax along axis 0, 2 threads, znver4 (32 MiB L3), in-process against the
+    range, the stored exponentials and the scaling: 1000 x 4096 (16 MB) 0.88-0.96 of the
+    time, 0.72-0.78 between NumPy's and PyTorch's softmax as in ``bench``; 2000 x 2048
+    0.76-0.96, 4000 x 1024 0.77-0.84, 100 x 40000 0.88-0.95.  Smaller arrays, whose passes
+    read from L3, were mixed: 256 x 8192 (8 MB) 1.13-1.25, 1000 x 2048 0.99-1.12, 300 x 4096
+    0.93-1.10, 100 x 4096 1.29-1.52 (the second exponential costs more than the memory
+    pass it saves), 1000 x 500 0.83-0.90.
+    """
+    return a3.itemsize == 4 and a3.nbytes >= l3_bytes() * 3 // 8
 
 
 def threads_for(size: int) -> int:

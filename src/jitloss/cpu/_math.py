@@ -20,17 +20,18 @@ Accuracy (``tests/test_math.py``, against mpmath):
 * ``exp(x)``: within 2 ulp for float32 and float64 over the whole range; results
   below the smallest subnormal are 0, above the largest float +inf, NaN gives NaN.
 * ``exp_sub(x, m, s)`` = exp((x - m) / T) for x <= m (x a row element, m the row
-  maximum) with ``s`` = 1/T as a float64 pair (hi, lo): within 2 ulp, with the
-  difference ``x - m`` taken exactly (TwoSum) and 1/T carried to twice float64
-  precision, so neither a float32 row with a spread of 80 nor a temperature of 3
-  loses anything.  Used for every exponential, stored or summed: the sums then keep
-  the small terms that a log-softmax near probability 1 (or a cross-entropy near 0)
-  is made of.
+  maximum; the online lane sums also take x up to ONLINE_LAG * T above m) with ``s`` =
+  1/T as a float64 pair (hi, lo): within 2 ulp, with the difference ``x - m`` taken
+  exactly (TwoSum) and 1/T carried to twice float64 precision, so neither a float32 row
+  with a spread of 80 nor a temperature of 3 loses anything.  Used for every
+  exponential, stored or summed: the sums then keep the small terms that a log-softmax
+  near probability 1 (or a cross-entropy near 0) is made of.
 * ``exp_near(x, m)``: the cheaper twin for float32 rows of spread below 32 at
   temperature 1 (``near_ok``): x - m rounded once (at most 2**-20), so within 1 ulp
   plus 9.5e-7 relative, which keeps float32 results within 2e-6 of exact.  It has no
-  underflow clamp (-NEAR32 < x - m there; 14% fewer operations): x - m = -inf (a lane
-  whose maximum is +inf) gives NaN, in lanes the kernels overwrite with NaN anyway.
+  underflow clamp (-NEAR32 < x - m <= ONLINE_LAG there; 14% fewer operations): x - m =
+  -inf (a lane whose maximum is +inf) gives NaN, in lanes the kernels overwrite with NaN
+  anyway.
 
 * ``log1p(u)`` (float64): within 1 ulp (0.94 measured; libm 0.78), straight-line code
   with selects only, so that loops over many rows or lanes (``log1p_rests``) vectorise.
@@ -72,7 +73,9 @@ __all__ = [
     "fma",
     "lanes_dot",
     "lanes_exp",
+    "lanes_exp_scale",
     "lanes_exp_store",
+    "lanes_online_total",
     "lanes_log1p",
     "lanes_range",
     "lanes_rest",
@@ -592,7 +595,7 @@ def _exp_sub_impl(x, m, s):
 def _exp_near32(x, m):
     # exp(x - m), temperature 1, x - m rounded once: for m - x < NEAR32 the rounding is at
     # most 2**-20 (half an ulp below 32), so the result is within 1 ulp + 9.5e-7 relative
-    hi = x - m  # no clamp: callers admit only -NEAR32 < x - m <= 0 (or a NaN result)
+    hi = x - m  # no clamp: callers admit only -NEAR32 < x - m <= ONLINE_LAG (or NaN)
     t = fma(hi, np.float32(_LOG2E), _MAGIC32)
     nf = t - _MAGIC32
     r = fma(-nf, _LN2_LO32, fma(-nf, _LN2_HI32, hi))
@@ -1532,6 +1535,28 @@ def _exp_store_tile(x3, o, j0, n, i0, m, s, near, out3, part):
 
 
 @njit(fastmath=_REDUCE)
+def _exp_scale_tile(x3, o, j0, n, i0, m, s, near, inv, out3):
+    # out3 = exp((x3 - m[k]) s) * inv[k] over the tile of n rows at j0 (out3 is not x3):
+    # the bits of an exponential stored (lanes_exp) and then scaled (lanes_scale)
+    wide_vectors()
+    w = uint64(m.shape[0])
+    if near:
+        for k in range(w):
+            mk = m[k]
+            a = inv[k]
+            for r in range(LANE_TILE):
+                j = tile_row(j0, r, n)
+                out3[o, j, i0 + k] = exp_near(x3[o, j, i0 + k], mk) * a
+    else:
+        for k in range(w):
+            mk = m[k]
+            a = inv[k]
+            for r in range(LANE_TILE):
+                j = tile_row(j0, r, n)
+                out3[o, j, i0 + k] = exp_sub(x3[o, j, i0 + k], mk, s) * a
+
+
+@njit(fastmath=_REDUCE)
 def _scale_tile(out3, o, j0, n, i0, inv):
     # out3 *= inv[k] over the tile of n rows at j0 (a repeated row is scaled once: n rows)
     wide_vectors()
@@ -1665,6 +1690,14 @@ def lanes_range(x3, o, i0, m, low, s):
     for j0 in range(0, C, LANE_TILE):
         prefetch_tile(x3, o, j0, i0, w)
         _range_tile(x3, o, j0, min(LANE_TILE, C - j0), i0, m, low)
+    return lanes_near(x3, m, low, s)
+
+
+@njit(fastmath=_REDUCE)
+def lanes_near(x3, m, low, s):
+    """lanes_range's ``near`` for the lanes' maxima m and minima low (low overwritten)."""
+    wide_vectors()
+    w = uint64(m.shape[0])
     zero = as_type_of(0.0, x3)
     if not near_ok(zero, zero, s):  # float64, or a temperature other than 1
         return NEAR_NONE, low
@@ -1748,6 +1781,195 @@ def lanes_exp_store(x3, o, i0, m, s, out3, total, near, aside):
                                 out3, part)
         for k in range(w):
             total[k] += part[k]
+
+
+@njit(fastmath=_REDUCE)
+def lanes_exp_scale(x3, o, i0, m, s, inv, out3, near):
+    """out3[o, j, i0 + k] = exp((x3[o, j, i0 + k] - m[k]) s) * inv[k] for every class row j,
+    in tiles (out3 is not x3); near is True (exp_near) or False (exp_sub), not mixed."""
+    wide_vectors()
+    C = x3.shape[1]
+    for j0 in range(0, C, LANE_TILE):
+        _exp_scale_tile(x3, o, j0, min(LANE_TILE, C - j0), i0, m, s, near, inv, out3)
+
+
+# Online sums (float32 softmax along any axis but the last, on arrays that stream from
+# memory: cpu.online_lanes).  A lane block's range and sums in one read of x3, in blocks of
+# ONLINE_LANE_ROWS class rows: the tiles that add a block's terms also take the range of
+# the next block's rows (_online_tile), so that the loads from memory run under the
+# exponentials and each block is read again from L2 only.  A block's terms are taken
+# against a reference r, which follows the maximum with a lag: where the block's maximum
+# lies more than ONLINE_LAG (times 1/T) above it, r moves to the maximum and the float64
+# total is rescaled by exp((r_old - r) / T) (_online_next); at the end the total is
+# scaled from r to the maximum once.  Moving r with every new maximum cost a float64
+# exponential per lane and block, about 8% at 256 x 8192; with the lag, logits like
+# 3 N(0, 1) rarely move it after the first block.  A lane takes exp_near for a block
+# where near_spread(r, low) holds with the minimum so far (then -NEAR32 < x - r <=
+# ONLINE_LAG), exp_sub elsewhere, and a lane whose maximum is still -inf takes its
+# terms against 0 with exp_sub (0 for -inf, NaN for NaN).  Every choice is the lane's
+# own: a lane's sums do not depend on the block of lanes it falls in.  In the prototype
+# (1000 x 4096, 2 threads, znver4) blocks of 16 and 64 rows took 1.04-1.10 and
+# 1.03-1.05 the time of 32.
+ONLINE_LANE_ROWS = 32  # a multiple of LANE_BLOCK
+ONLINE_LAG = 8.0  # terms up to e**8: LANE_BLOCK of them stay far from float32's range
+
+
+@njit(fastmath=_REDUCE)
+def _online_tile(x3, o, j0, n, i0, ms, near, s, part, jn, nn, bm, low):
+    # part[k] += exp((x3 - ms[k]) s) over the tile of n rows at j0 (exp_near if near, else
+    # exp_sub); bm[k], low[k]: the range over the tile of nn rows at jn.  Mixed lanes take
+    # _online_tile_mixed (a third branch here kept numba's reference counts: see _per_line)
+    wide_vectors()
+    w = uint64(ms.shape[0])
+    zero = as_type_of(0.0, x3)
+    if near:
+        for k in range(w):
+            mk = ms[k]
+            p = part[k]
+            a = bm[k]
+            b = low[k]
+            for r in range(LANE_TILE):
+                t = exp_near(x3[o, tile_row(j0, r, n), i0 + k], mk)
+                p += t if r < n else zero
+                v = x3[o, tile_row(jn, r, nn), i0 + k]
+                a = max_num(a, v)
+                b = min_num(b, v)
+            part[k] = p
+            bm[k] = a
+            low[k] = b
+    else:
+        for k in range(w):
+            mk = ms[k]
+            p = part[k]
+            a = bm[k]
+            b = low[k]
+            for r in range(LANE_TILE):
+                t = exp_sub(x3[o, tile_row(j0, r, n), i0 + k], mk, s)
+                p += t if r < n else zero
+                v = x3[o, tile_row(jn, r, nn), i0 + k]
+                a = max_num(a, v)
+                b = min_num(b, v)
+            part[k] = p
+            bm[k] = a
+            low[k] = b
+
+
+@njit(fastmath=_REDUCE)
+def _online_tile_mixed(x3, o, j0, n, i0, ms, f, s, part, jn, nn, bm, low):
+    # _online_tile for mixed lanes: exp_near where f[k] is 1, exp_sub elsewhere (both
+    # computed and one selected, so that the loop stays vectorised)
+    wide_vectors()
+    w = uint64(ms.shape[0])
+    zero = as_type_of(0.0, x3)
+    for k in range(w):
+        mk = ms[k]
+        near = f[k] != zero
+        p = part[k]
+        a = bm[k]
+        b = low[k]
+        for r in range(LANE_TILE):
+            u = x3[o, tile_row(j0, r, n), i0 + k]
+            t0 = exp_near(u, mk)
+            t1 = exp_sub(u, mk, s)
+            t = t0 if near else t1
+            p += t if r < n else zero
+            v = x3[o, tile_row(jn, r, nn), i0 + k]
+            a = max_num(a, v)
+            b = min_num(b, v)
+        part[k] = p
+        bm[k] = a
+        low[k] = b
+
+
+@njit(fastmath=_REDUCE)
+def _online_next(x3, m, r, bm, low, s, total, ms, f):
+    # Before a block whose range is bm (maximum) and low (minimum so far): m = max(m, bm);
+    # where the block's maximum lies more than ONLINE_LAG above the reference r (scaled by
+    # s), total is rescaled to r = m; bm reset; ms: the reference the block's terms take
+    # (0 where r is -inf), f: the lanes that take exp_near; returns the mode
+    wide_vectors()
+    w = uint64(m.shape[0])
+    sf = as_type_of(s[0], x3)
+    lag = as_type_of(ONLINE_LAG, x3)
+    grown = 0
+    for k in range(w):
+        b = bm[k]
+        grown += 1 if (b - r[k]) * sf > lag else 0  # NaN (-inf twice) is not
+        m[k] = max_num(m[k], b)
+    if grown:
+        for k in range(w):  # exp((a - b) s) computed for every lane, so that it vectorises
+            a = r[k]
+            b = m[k]
+            g = exp_sub(np.float64(a), np.float64(b), s)  # a = -inf: 0, and t is 0 or NaN
+            moved = (bm[k] - a) * sf > lag
+            t = total[k]
+            total[k] = t * g if moved else t
+            r[k] = b if moved else a
+    zero = as_type_of(0.0, x3)
+    one = as_type_of(1.0, x3)
+    below = as_type_of(-np.inf, x3)
+    allowed = near_ok(zero, zero, s)  # float32 at temperature 1
+    near = 0
+    for k in range(w):  # vectorised: no call or short-circuit under the loop
+        rk = r[k]
+        live = rk > below
+        ok = near_spread(rk, low[k]) & live & allowed  # -NEAR32 < x - r <= ONLINE_LAG
+        f[k] = one if ok else zero
+        ms[k] = rk if live else zero
+        bm[k] = below
+        near += 1 if ok else 0
+    return NEAR_ALL if near == w else (NEAR_NONE if near == 0 else NEAR_MIXED)
+
+
+@njit(fastmath=_REDUCE)
+def lanes_online_total(x3, o, i0, m, low, s, total):
+    """lanes_range (m, low and the ``near`` it returns, for the output pass) and total[k],
+    the lane's sum of exp((x3 - m[k]) s) in float64, in one read of x3 (see "Online sums")."""
+    wide_vectors()
+    w = uint64(m.shape[0])
+    C = x3.shape[1]
+    B = ONLINE_LANE_ROWS
+    r = np.empty(w, x3.dtype)
+    bm = np.empty(w, x3.dtype)
+    ms = np.empty(w, x3.dtype)
+    f = np.empty(w, x3.dtype)
+    part = np.empty(w, x3.dtype)
+    for k in range(w):
+        m[k] = as_type_of(-np.inf, x3)
+        r[k] = as_type_of(-np.inf, x3)
+        bm[k] = as_type_of(-np.inf, x3)
+        low[k] = as_type_of(np.inf, x3)
+        total[k] = 0.0
+    first = min(B, C)
+    for j0 in range(0, first, LANE_TILE):
+        _range_tile(x3, o, j0, min(LANE_TILE, first - j0), i0, bm, low)
+    for b0 in range(0, C, B):
+        b1 = min(b0 + B, C)
+        mode = _online_next(x3, m, r, bm, low, s, total, ms, f)
+        for c0 in range(b0, b1, LANE_BLOCK):
+            c1 = min(c0 + LANE_BLOCK, b1)
+            for k in range(w):
+                part[k] = 0.0
+            for j0 in range(c0, c1, LANE_TILE):
+                n = min(LANE_TILE, c1 - j0)
+                jn = j0 + B
+                nn = min(n, C - jn) if jn < C else 0
+                if nn == 0:  # no next rows here: the tile's own range again (already in m)
+                    jn, nn = j0, n
+                if mode == NEAR_MIXED:
+                    _online_tile_mixed(x3, o, j0, n, i0, ms, f, s, part, jn, nn, bm, low)
+                else:
+                    _online_tile(x3, o, j0, n, i0, ms, mode == NEAR_ALL, s, part, jn, nn, bm,
+                                 low)
+            for k in range(w):
+                total[k] += part[k]
+    for k in range(w):  # the sums from the references to the maxima
+        a = r[k]
+        b = m[k]
+        g = exp_sub(np.float64(a), np.float64(b), s)
+        t = total[k]
+        total[k] = t if a == b else t * g
+    return lanes_near(x3, m, low, s)
 
 
 @njit(fastmath=_REDUCE)

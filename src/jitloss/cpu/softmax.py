@@ -17,7 +17,7 @@ import numpy as np
 from numba import njit, prange, uint64
 
 from .. import _formulas as formulas
-from . import group_rows, lane_width_for, run, run_rows, short_rows
+from . import group_rows, lane_width_for, online_lanes, run, run_rows, short_rows
 from ._math import (
     always_inline,
     BLOCK,
@@ -34,7 +34,10 @@ from ._math import (
     has_nan,
     lane_block,
     lanes_dot,
+    lanes_exp,
+    lanes_exp_scale,
     lanes_exp_store,
+    lanes_online_total,
     lanes_scale,
     lanes_range,
     lanes_sum,
@@ -45,6 +48,8 @@ from ._math import (
     log1p_rests,
     max_nan,
     near_ok,
+    NEAR_ALL,
+    NEAR_MIXED,
     prefetch_lanes,
     prefetch_row,
     row_dot,
@@ -104,7 +109,8 @@ def softmax(x3, s, out3=None):
         run_rows((_softmax_rows_serial, _softmax_rows), None, x2, _rows(out3), s,
                  short_kernels=(_softmax_short_serial, _softmax_short))
     else:
-        run(_softmax_lanes_serial, _softmax_lanes, x3.size, x3, out3, s, lane_width_for(x3))
+        run(_softmax_lanes_serial, _softmax_lanes, x3.size, x3, out3, s, lane_width_for(x3),
+            online_lanes(x3))
     return out3
 
 
@@ -791,21 +797,43 @@ def _log_softmax_short_serial(x2, out2, s):
 # Task t covers outer index o and lanes [i0, i0 + w) (``lane_block``; i0 and w unsigned).
 
 
+# Float32 lane blocks take their range and sums in one read (lanes_online_total), and
+# their exponentials again in the output pass: in tiles, scaled, into out3 where the piece
+# is wide (it streams from memory), not in place and not of mixed lanes; else stored, then
+# scaled (lanes_exp, lanes_scale: the same bits).  Storing the exponentials with the sums
+# and scaling them reads and writes out3 twice, and that memory pass cost more than a second
+# exponential (see "Online sums" in _math.py).  Float64 (an exponential of twice the cost
+# for half the elements per byte; with the sums apart and the exponentials again, the
+# output pass measured 1.04-1.13x the time) takes the range, the stored exponentials with
+# their sums, and the scaling.
+
+
 @njit
-def _softmax_lane_block(x3, out3, s, o, i0, w):
+def _softmax_lane_block(x3, out3, s, o, i0, w, online):
     wide_vectors()
     m = np.empty(w, x3.dtype)
+    low = np.empty(w, x3.dtype)
     total = np.empty(w, np.float64)
-    near = lanes_range(x3, o, i0, m, np.empty(w, x3.dtype), s)
-    lanes_exp_store(x3, o, i0, m, s, out3, total, near, same_memory(x3, out3))
+    aside = same_memory(x3, out3)
+    if online:
+        near = lanes_online_total(x3, o, i0, m, low, s, total)
+    else:
+        near = lanes_range(x3, o, i0, m, low, s)
+        lanes_exp_store(x3, o, i0, m, s, out3, total, near, aside)
     inv = np.empty(w, x3.dtype)
     for k in range(w):
         inv[k] = 1.0 / total[k] if math.isfinite(m[k]) else np.nan
-    lanes_scale(out3, o, i0, inv)
+    if not online:
+        lanes_scale(out3, o, i0, inv)
+    elif not aside and near[0] != NEAR_MIXED:
+        lanes_exp_scale(x3, o, i0, m, s, inv, out3, near[0] == NEAR_ALL)
+    else:
+        lanes_exp(x3, o, i0, m, s, out3, near, aside)
+        lanes_scale(out3, o, i0, inv)
 
 
 @njit(parallel=True, cache=True)
-def _softmax_lanes(x3, out3, s, width):
+def _softmax_lanes(x3, out3, s, width, online):
     # y_j = exp((x_j - m) s) / sum_k exp((x_k - m) s) along axis 1, lane by lane
     # gradient: dx = y * (dy - sum(dy * y)) * s  (_softmax_backward_lanes)
     wide_vectors()
@@ -813,18 +841,18 @@ def _softmax_lanes(x3, out3, s, width):
     for t in prange(x3.shape[0] * nb):
         wide_vectors()
         o, i0, n = lane_block(t, nb, width, x3.shape[2])
-        _softmax_lane_block(x3, out3, s, o, i0, n)
+        _softmax_lane_block(x3, out3, s, o, i0, n, online)
 
 
 @njit(cache=True)
-def _softmax_lanes_serial(x3, out3, s, width):
+def _softmax_lanes_serial(x3, out3, s, width, online):
     # serial twin of _softmax_lanes, for small inputs
     wide_vectors()
     x3, out3, s = borrowed(x3), borrowed(out3), borrowed(s)
     nb = (x3.shape[2] + width - 1) // width
     for t in range(x3.shape[0] * nb):
         o, i0, n = lane_block(t, nb, width, x3.shape[2])
-        _softmax_lane_block(x3, out3, s, o, i0, n)
+        _softmax_lane_block(x3, out3, s, o, i0, n, online)
 
 
 @njit
