@@ -1144,6 +1144,30 @@ def test_lane_results_do_not_depend_on_the_lane_width(monkeypatch, dtype, temper
     assert np.isnan(got[0][0][:, ~fine]).all() and np.isnan(got[0][1][:, ~fine]).all()
 
 
+def test_online_lanes_is_a_choice_by_the_array_and_the_machine(monkeypatch):
+    # The online sums change the last bits, so the choice may depend on the array and the
+    # machine, never on the threads (lane_width follows them).  On a 32 MiB L3 shared by two
+    # CPUs: 1000 x 4096 float32 along axis 0 streams from memory; float64, class rows of
+    # 2 KiB, arrays of 8 MB and blocks of 256 classes do not take it
+    cpu = jitloss.cpu
+    monkeypatch.setattr(cpu, "l3_bytes", lambda: 32 << 20)
+    monkeypatch.setattr(cpu, "l3_sharing", lambda: 2)
+
+    def online(shape, dtype=np.float32):
+        return cpu.online_lanes(np.empty(shape, dtype))
+
+    assert online((1, 1000, 4096)) and online((1, 4000, 1024)) and online((8, 1000, 2048))
+    assert not online((1, 1000, 4096), np.float64)
+    assert not online((16, 4000, 512)) and not online((1, 1000, 2048))
+    assert not online((1, 256, 8192))
+    threads = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        assert online((1, 1000, 4096))
+    finally:
+        numba.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("temperature", [1.0, 0.7, 0.05])
 def test_online_lane_sums_match_the_reference(monkeypatch, temperature):
     # The online sums (float32 softmax along a lane axis of a large array) take each block

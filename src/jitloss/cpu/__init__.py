@@ -262,20 +262,53 @@ def cache_bytes(level: int, default: int) -> int:
 
 def online_lanes(a3) -> bool:
     """True where softmax's lane blocks take their range and sums in one read and their
-    exponentials again in the output pass (_math.lanes_online_total): float32 arrays of at
-    least 3/8 of L3, which with their output (3/4 of L3) do not stay in L3 between passes.
-    A choice by the array alone, not by the lane width or the threads, so that the results
-    do not depend on those.
+    exponentials again in the output pass (_math.lanes_online_total): float32 arrays that
+    stream from memory between the passes, in strided pieces.  That is, arrays of at least
+    3/8 of L3 (with their output, 3/4), with class rows longer than LANE_ROW_BYTES, whose
+    blocks of classes x LANE_WIDE_BYTES (or the whole class row, if shorter), one for each
+    CPU that shares the L3, fill a third of it or more.  A choice by the array and the
+    machine alone, not by the lane width or the thread count, so that the results do not
+    depend on those.
 
-    Float32 softmax along axis 0, 2 threads, znver4 (32 MiB L3), in-process against the
-    range, the stored exponentials and the scaling: 1000 x 4096 (16 MB) 0.88-0.96 of the
-    time, 0.72-0.78 between NumPy's and PyTorch's softmax as in ``bench``; 2000 x 2048
-    0.76-0.96, 4000 x 1024 0.77-0.84, 100 x 40000 0.88-0.95.  Smaller arrays, whose passes
-    read from L3, were mixed: 256 x 8192 (8 MB) 1.13-1.25, 1000 x 2048 0.99-1.12, 300 x 4096
-    0.93-1.10, 100 x 4096 1.29-1.52 (the second exponential costs more than the memory
-    pass it saves), 1000 x 500 0.83-0.90.
+    Float32 softmax along axis 0, 2 threads, znver4 (32 MiB L3 shared by both vCPUs),
+    in-process against the range, the stored exponentials and the scaling: 1000 x 4096
+    (16 MB) 0.87-0.96 of the time, 0.72-0.88 between NumPy's and PyTorch's softmax as in
+    ``bench``; 2000 x 2048 0.76-0.96, 4000 x 1024 0.72-0.90, 8000 x 1024 0.70, 8 x 1000 x
+    2048 along axis 1 0.93-0.96.  Elsewhere it was slower or mixed, the second exponential
+    costing more than the memory passes it saves: class rows of 2 KiB or less, whose
+    blocks stream at the memory's bandwidth (16 x 4000 x 512 along axis 1 1.19, 16 x 2000
+    x 512 1.18-1.25, 64 x 4000 x 128 1.07-1.29), blocks that stay in L3 (256 x 8192
+    1.13-1.25, 300 x 4096 0.93-1.10, 100 x 4096 1.29-1.52) and arrays that do (1000 x 2048,
+    8 MB, 0.98-1.12); 1000 x 500 0.83-0.90 and 100 x 40000 0.88-0.95, left out.
     """
-    return a3.itemsize == 4 and a3.nbytes >= l3_bytes() * 3 // 8
+    if a3.itemsize != 4 or a3.nbytes < l3_bytes() * 3 // 8:
+        return False
+    row = a3.shape[2] * a3.itemsize
+    blocks = a3.shape[1] * min(row, LANE_WIDE_BYTES) * l3_sharing()
+    return row > LANE_ROW_BYTES and 3 * blocks >= l3_bytes()
+
+
+@functools.cache
+def l3_sharing(default: int = 1) -> int:
+    """The CPUs that share the first CPU's L3 (Linux sysfs), else ``default``."""
+    import glob
+
+    for d in glob.glob("/sys/devices/system/cpu/cpu0/cache/index*"):
+        try:
+            with open(f"{d}/level") as f:
+                level = f.read().strip()
+            with open(f"{d}/shared_cpu_list") as f:
+                cpus = f.read().strip()
+        except OSError:
+            continue
+        if level == "3":
+            n = 0
+            for part in cpus.split(","):
+                lo, _, hi = part.partition("-")
+                if lo.isdigit() and (not hi or hi.isdigit()):
+                    n += int(hi or lo) - int(lo) + 1
+            return max(n, 1)
+    return default
 
 
 def threads_for(size: int) -> int:

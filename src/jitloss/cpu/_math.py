@@ -1789,7 +1789,7 @@ def lanes_exp_scale(x3, o, i0, m, s, inv, out3, near):
     in tiles (out3 is not x3); near is True (exp_near) or False (exp_sub), not mixed."""
     wide_vectors()
     C = x3.shape[1]
-    for j0 in range(0, C, LANE_TILE):
+    for j0 in range(0, C, LANE_TILE):  # no hints: 1.08-1.13x the time with, 4000 x 1024
         _exp_scale_tile(x3, o, j0, min(LANE_TILE, C - j0), i0, m, s, near, inv, out3)
 
 
