@@ -1168,6 +1168,22 @@ def test_online_lanes_is_a_choice_by_the_array_and_the_machine(monkeypatch):
         numba.set_num_threads(threads)
 
 
+def test_cache_sizes_and_sharing_parse_sysfs(monkeypatch):
+    # online_lanes and the lane widths read the caches from Linux sysfs; what cannot be
+    # read or parsed gives the default
+    cpu = jitloss.cpu
+    for info, size, sharing in (
+        ({"size": "32768K", "shared_cpu_list": "0-1"}, 32 << 20, 2),
+        ({"size": "1M", "shared_cpu_list": "0-7,64-71"}, 1 << 20, 16),
+        ({"size": "512K", "shared_cpu_list": "3"}, 512 << 10, 1),
+        ({"size": "big", "shared_cpu_list": "0-x"}, -1, -1),
+        ({}, -1, -1),
+    ):
+        monkeypatch.setattr(cpu, "_cache_info", lambda level, i=info: i)
+        assert cpu.cache_bytes(3, -1) == size
+        assert cpu.l3_sharing.__wrapped__(-1) == sharing
+
+
 @pytest.mark.parametrize("temperature", [1.0, 0.7, 0.05])
 def test_online_lane_sums_match_the_reference(monkeypatch, temperature):
     # The online sums (float32 softmax along a lane axis of a large array) take each block

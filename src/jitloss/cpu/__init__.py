@@ -238,26 +238,30 @@ def l3_bytes(default: int = 32 << 20) -> int:
     return cache_bytes(3, default)
 
 
+def _cache_info(level: int) -> dict:
+    """The sysfs files (level, type, size, shared_cpu_list) of the first CPU's unified or
+    data cache of ``level``, as stripped strings; empty where Linux sysfs does not say."""
+    import glob
+
+    for d in sorted(glob.glob("/sys/devices/system/cpu/cpu0/cache/index*")):
+        info = {}
+        for name in ("level", "type", "size", "shared_cpu_list"):
+            try:
+                with open(f"{d}/{name}") as f:
+                    info[name] = f.read().strip()
+            except OSError:
+                pass
+        if info.get("level") == str(level) and info.get("type") != "Instruction":
+            return info
+    return {}
+
+
 def cache_bytes(level: int, default: int) -> int:
     """Size of the first CPU's unified or data cache of ``level`` (Linux sysfs), else
     ``default``."""
-    import glob
-
-    for d in glob.glob("/sys/devices/system/cpu/cpu0/cache/index*"):
-        try:
-            with open(f"{d}/level") as f:
-                found = f.read().strip()
-            with open(f"{d}/type") as f:
-                kind = f.read().strip()
-            with open(f"{d}/size") as f:
-                size = f.read().strip()
-        except OSError:
-            continue
-        shift = {"K": 10, "M": 20}.get(size[-1:])
-        if (found == str(level) and kind != "Instruction" and shift is not None
-                and size[:-1].isdigit()):
-            return int(size[:-1]) << shift
-    return default
+    size = _cache_info(level).get("size", "")
+    shift = {"K": 10, "M": 20}.get(size[-1:])
+    return int(size[:-1]) << shift if shift is not None and size[:-1].isdigit() else default
 
 
 def online_lanes(a3) -> bool:
@@ -291,24 +295,14 @@ def online_lanes(a3) -> bool:
 @functools.cache
 def l3_sharing(default: int = 1) -> int:
     """The CPUs that share the first CPU's L3 (Linux sysfs), else ``default``."""
-    import glob
-
-    for d in glob.glob("/sys/devices/system/cpu/cpu0/cache/index*"):
-        try:
-            with open(f"{d}/level") as f:
-                level = f.read().strip()
-            with open(f"{d}/shared_cpu_list") as f:
-                cpus = f.read().strip()
-        except OSError:
-            continue
-        if level == "3":
-            n = 0
-            for part in cpus.split(","):
-                lo, _, hi = part.partition("-")
-                if lo.isdigit() and (not hi or hi.isdigit()):
-                    n += int(hi or lo) - int(lo) + 1
-            return max(n, 1)
-    return default
+    cpus = _cache_info(3).get("shared_cpu_list", "")
+    n = 0
+    for part in filter(None, cpus.split(",")):
+        lo, _, hi = part.partition("-")
+        if not lo.isdigit() or (hi and not hi.isdigit()):
+            return default
+        n += int(hi or lo) - int(lo) + 1
+    return n or default
 
 
 def threads_for(size: int) -> int:

@@ -797,15 +797,16 @@ def _log_softmax_short_serial(x2, out2, s):
 # Task t covers outer index o and lanes [i0, i0 + w) (``lane_block``; i0 and w unsigned).
 
 
-# Float32 lane blocks take their range and sums in one read (lanes_online_total), and
-# their exponentials again in the output pass: in tiles, scaled, into out3 where the piece
-# is wide (it streams from memory), not in place and not of mixed lanes; else stored, then
-# scaled (lanes_exp, lanes_scale: the same bits).  Storing the exponentials with the sums
-# and scaling them reads and writes out3 twice, and that memory pass cost more than a second
-# exponential (see "Online sums" in _math.py).  Float64 (an exponential of twice the cost
-# for half the elements per byte; with the sums apart and the exponentials again, the
-# output pass measured 1.04-1.13x the time) takes the range, the stored exponentials with
-# their sums, and the scaling.
+# Lane blocks of arrays that stream from memory (online, from cpu.online_lanes: float32
+# only) take their range and sums in one read (lanes_online_total) and their exponentials
+# again in the output pass: in tiles, scaled, into out3 (lanes_exp_scale), or, in place or
+# for mixed lanes, stored and then scaled (lanes_exp, lanes_scale: the same bits).
+# Storing the exponentials with the sums and scaling them reads and writes out3 twice, and
+# there that memory pass cost more than a second exponential (see "Online sums" in
+# _math.py).  Other blocks take the range, the stored exponentials with their sums, and
+# the scaling; float64 always does (with the sums apart and the exponentials again, its
+# output pass measured 1.04-1.13x the time: an exponential of twice the cost for half
+# the elements per byte).
 
 
 @njit
