@@ -1953,8 +1953,9 @@ def lanes_online_total(x3, o, i0, m, low, s, total):
             for j0 in range(c0, c1, LANE_TILE):
                 n = min(LANE_TILE, c1 - j0)
                 jn = j0 + B
-                nn = min(n, C - jn) if jn < C else 0
-                if nn == 0:  # no next rows here: the tile's own range again (already in m)
+                if jn < C:
+                    nn = min(n, C - jn)
+                else:  # no next rows here: the tile's own range again (already in m)
                     jn, nn = j0, n
                 if mode == NEAR_MIXED:
                     _online_tile_mixed(x3, o, j0, n, i0, ms, f, s, part, jn, nn, bm, low)
