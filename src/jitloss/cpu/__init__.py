@@ -111,6 +111,16 @@ TILE_LONG_MIN_ROWS = 128
 # 1.45-1.70x the time, cross_entropy 1.72-1.99x, softmax 0.71-1.12x, log_softmax and the
 # index targets' gradient 0.95-1.08x.
 PROB_GRAD_TILE_ROW_BYTES = 96
+# Cross-entropy with class indices takes its rows as vectors (cpu/cross_entropy.py, "short
+# rows as vectors (class indices)") from rows longer than these up to SHORT_ROW_BYTES, and
+# the row tiles below: with the gradient from 64 bytes, the loss alone from 128.  Float32,
+# 2 threads, znver4, in-process against the tiles (8 MiB of logits): with the gradient 0.46
+# of the time at 20 classes, 0.73 at 24, 0.76-0.84 at 32, 0.59 at 40, 0.67 at 48, 0.81 at
+# 63, but 1.30-1.55x at 10 (0.65 at 12, 1.00 at 16, 0.92 at 8: the tiles' time there
+# swings with the width); the loss alone 1.46x at 12, 1.28x at 16, 1.25x at 20, 1.16x at 24,
+# 0.99-1.05 at 32, 0.95 at 40, 0.87 at 48, 0.79 at 63, 0.65 at 64 (in row groups before).
+SHORT_CE_GRAD_MIN_BYTES = 64
+SHORT_CE_LOSS_MIN_BYTES = 128
 
 
 @register_jitable
@@ -128,7 +138,9 @@ def tile_rows(rows: int, classes: int, itemsize: int, most: int = TILE_ROW_BYTES
 def short_rows(classes: int, itemsize: int) -> bool:
     """True if rows of ``classes`` elements take the short-row kernels (at most
     SHORT_ROW_BYTES: 64 float32 or 32 float64 classes, four vectors of 64 bytes), in a
-    family that has them (softmax, log_softmax, logsumexp)."""
+    family that has them (softmax, log_softmax, logsumexp, the backward functions;
+    cross-entropy with class indices from SHORT_CE_GRAD_MIN_BYTES or
+    SHORT_CE_LOSS_MIN_BYTES on)."""
     return classes * itemsize <= SHORT_ROW_BYTES
 
 
@@ -312,16 +324,17 @@ def threads_for(size: int) -> int:
 
 
 def run_rows(row_kernels, group_kernels, x2, *args, tile_kernels=None,
-             tile_row_bytes=TILE_ROW_BYTES, short_kernels=None):
-    """``run`` for rows: the twins ``short_kernels`` for the rows that short_rows admits,
-    else the twins ``tile_kernels`` for the rows that tile_rows admits (rows
-    of at most ``tile_row_bytes``; the rows per tile from tile_width_for appended to the
-    arguments), else
-    ``group_kernels`` (G from group_rows appended to the arguments) for a batch of short
-    rows of the (rows, classes) array x2, otherwise the twins ``row_kernels``; x2 is the
-    kernels' first argument.  A family without tiles or groups passes None."""
+             tile_row_bytes=TILE_ROW_BYTES, short_kernels=None, short_min_bytes=0):
+    """``run`` for rows: the twins ``short_kernels`` for the rows that short_rows admits
+    and that are longer than ``short_min_bytes``, else the twins ``tile_kernels`` for the
+    rows that tile_rows admits (rows of at most ``tile_row_bytes``; the rows per tile from
+    tile_width_for appended to the arguments), else ``group_kernels`` (G from group_rows
+    appended to the arguments) for a batch of short rows of the (rows, classes) array x2,
+    otherwise the twins ``row_kernels``; x2 is the kernels' first argument.  A family
+    without tiles or groups passes None."""
     rows, classes = x2.shape
-    if short_kernels is not None and short_rows(classes, x2.itemsize):
+    if (short_kernels is not None and short_rows(classes, x2.itemsize)
+            and classes * x2.itemsize > short_min_bytes):
         return run(*short_kernels, x2.size, x2, *args)
     if tile_kernels is not None and tile_rows(rows, classes, x2.itemsize, tile_row_bytes):
         return run(*tile_kernels, x2.size, x2, *args, tile_width_for(x2))

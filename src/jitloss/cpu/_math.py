@@ -2441,6 +2441,18 @@ def _short_range(rv, xs):
     return m, rv.b.fsub(m, low)
 
 
+def _short_lane(builder, rv, vecs, j):
+    # element j (an i64, 0 <= j < the row's length) of the row held as the vectors vecs
+    i64 = ir.IntType(64)
+    out = ir.Constant(rv.ety, 0.0)
+    for c, v in enumerate(vecs):
+        lane = builder.sub(j, i64(c * rv.W))
+        inside = builder.icmp_unsigned("<", lane, i64(rv.W))
+        lane = builder.trunc(builder.select(inside, lane, i64(0)), ir.IntType(32))
+        out = builder.select(inside, builder.extract_element(v, lane), out)
+    return out
+
+
 def _c_rows(*arrays):
     # the short-row intrinsics address row i at i * classes: C-contiguous 2-D float arrays
     # of one dtype only (anything else fails to type rather than read the wrong memory)
@@ -2570,6 +2582,99 @@ def short_shift(typingctx, x2, out2, i, m, a, c, k):
 
 
 @intrinsic
+def short_lse_gap(typingctx, x2, g2, w2, i, y, p, k, smooth, store):
+    """(m, rest, ties, gap, x_y, e_y) of the short row x2[i] (short_chunks' code k):
+    short_lse's m, rest and ties (exponentials at temperature 1 as p, short_exp_args,
+    allows), where ``smooth`` gap = sum_j w2[0, j] (m - x_j) (label smoothing's sum, as
+    _row_gap; else 0), and of column y (0 <= y < classes) the logit and its exponential
+    exp(x_y - m).  Where ``store``, g2[i] = the exponentials (a row whose maximum is not
+    finite: NaN).  The whole row is loaded before g2 is written, so g2 may be x2
+    (cross-entropy's short rows with class indices, cpu/cross_entropy.py); rest, ties,
+    gap and e_y are 0 where m is not finite."""
+    if not _c_rows(x2, g2, w2):
+        return None
+    ret = types.UniTuple(x2.dtype, 6)
+    sig = ret(x2, g2, w2, i, y, p, k, smooth, store)
+
+    def codegen(context, builder, sig, args):
+        i = context.cast(builder, args[3], sig.args[3], types.int64)
+        y = context.cast(builder, args[4], sig.args[4], types.int64)
+        q = _short_sig_args(context, builder, sig, args, 5)
+        smooth = context.cast(builder, args[7], sig.args[7], types.boolean)
+        store = context.cast(builder, args[8], sig.args[8], types.boolean)
+        ety = context.get_data_type(sig.args[0].dtype)
+        zero = ir.Constant(ety, 0.0)
+        # rest, ties, gap, e_y
+        slots = [cgutils.alloca_once_value(builder, zero) for _ in range(4)]
+
+        def emit(code):
+            rv = _RowVectors(context, builder, sig.args[0], args[0], i, code)
+            ro = _RowVectors(context, builder, sig.args[1], args[1], i, code)
+            for slot in slots:
+                builder.store(zero, slot)
+            xs = rv.load(-math.inf)
+            m0, spread = _short_range(rv, xs)
+            m = rv.splat(m0)
+            xy = _short_lane(builder, rv, xs, y)
+            with builder.if_else(rv.finite(m0), likely=True) as (then, otherwise):
+                with then:
+                    es = _short_terms(rv, xs, m, q, spread)
+                    builder.store(_short_lane(builder, rv, es, y), slots[3])
+                    below = [builder.not_(builder.fcmp_ordered(">=", x, m)) for x in xs]
+                    rest = [builder.select(w, e, rv.splat(0.0)) for w, e in zip(below, es)]
+                    builder.store(rv.across(rv.fold(rest, builder.fadd), builder.fadd),
+                                  slots[0])
+                    ties = rv.count([builder.and_(builder.not_(w), live)
+                                     for w, live in zip(below, rv.masks)])
+                    builder.store(builder.uitofp(ties, rv.ety), slots[1])
+                    with builder.if_then(store):
+                        ro.store(es)
+                    with builder.if_then(smooth):
+                        rw = _RowVectors(context, builder, sig.args[2], args[2],
+                                         ir.IntType(64)(0), code)
+                        terms = [builder.fmul(w, builder.fsub(m, x))
+                                 for w, x in zip(rw.load(0.0), xs)]
+                        gap = rv.fold(rv.live(terms, 0.0), builder.fadd)
+                        builder.store(rv.across(gap, builder.fadd), slots[2])
+                with otherwise:
+                    with builder.if_then(store):
+                        ro.store([rv.splat(math.nan)] * rv.K)
+            rest, ties, gap, ey = (builder.load(slot) for slot in slots)
+            return [m0, rest, ties, gap, xy, ey]
+
+        parts = _by_code(context, builder, (args[6], sig.args[6]), emit, (ety,) * 6)
+        return context.make_tuple(builder, sig.return_type, parts)
+
+    return sig, codegen
+
+
+@intrinsic
+def short_affine(typingctx, g2, w2, i, a, b, k):
+    """g2[i, j] = g2[i, j] * a - b * w2[0, j] for the short row i (short_chunks' code k;
+    the cross-entropy gradient's scaling, as _index_grad_row's loop)."""
+    if not _c_rows(g2, w2):
+        return None
+    sig = types.none(g2, w2, i, a, b, k)
+
+    def codegen(context, builder, sig, args):
+        i = context.cast(builder, args[2], sig.args[2], types.int64)
+        dt = sig.args[0].dtype
+        av, bv = (context.cast(builder, v, t, dt) for v, t in zip(args[3:5], sig.args[3:5]))
+
+        def emit(code):
+            rg = _RowVectors(context, builder, sig.args[0], args[0], i, code)
+            rw = _RowVectors(context, builder, sig.args[1], args[1], ir.IntType(64)(0), code)
+            a, b = rg.splat(av), rg.splat(bv)
+            rg.store([builder.fsub(builder.fmul(g, a), builder.fmul(b, w))
+                      for g, w in zip(rg.load(0.0), rw.load(0.0))])
+
+        _by_code(context, builder, (args[5], sig.args[5]), emit)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
 def short_backward(typingctx, y2, dy2, out2, i, sm, log, k):
     """The backward functions for the short row i (short_chunks' code k), sm = 1/T in the
     rows' dtype.  ``log`` False (softmax_backward, _softmax_backward_row's arithmetic):
@@ -2628,37 +2733,3 @@ def _short_exp_args_impl(s, like):
     if like.dtype == types.float64:
         return lambda s, like: (s[0], s[1], s[0] * _LOG2E, _LO64 / s[0], False)
     return None
-
-
-@intrinsic(prefer_literal=True)
-def short_backward_row(typingctx, y2, dy2, out2, i, sm, log, K):
-    """The backward functions for the short row i (short_chunks' code K), sm = 1/T in the
-    rows' dtype.  ``log`` False (softmax_backward, _softmax_backward_row's arithmetic):
-    out_j = y_j (dy_j - sum_k dy_k y_k) sm; True (log_softmax_backward, y = log
-    probabilities): out_j = (dy_j - exp(y_j) sum_k dy_k) sm.  The sum in the rows' dtype;
-    out2 may be y2 or dy2."""
-    if not (isinstance(K, types.IntegerLiteral) and isinstance(log, types.BooleanLiteral)):
-        return None
-    code, is_log = K.literal_value, log.literal_value
-    sig = types.none(y2, dy2, out2, i, sm, log, K)
-
-    def codegen(context, builder, sig, args):
-        i = context.cast(builder, args[3], sig.args[3], types.int64)
-        ry, rd, ro = (_RowVectors(context, builder, sig.args[k], args[k], i, code)
-                      for k in range(3))
-        y, dy = ry.load(0.0), rd.load(0.0)
-        smv = ry.splat(context.cast(builder, args[4], sig.args[4], sig.args[0].dtype))
-        if is_log:
-            total = ry.splat(ry.across(ry.fold(dy, builder.fadd), builder.fadd))
-            out = [builder.fmul(builder.fsub(d, builder.fmul(ry.exp(v), total)), smv)
-                   for v, d in zip(y, dy)]
-        else:
-            dot = ry.across(ry.fold([builder.fmul(d, v) for v, d in zip(y, dy)],
-                                    builder.fadd), builder.fadd)
-            dot = ry.splat(dot)
-            out = [builder.fmul(builder.fmul(v, builder.fsub(d, dot)), smv)
-                   for v, d in zip(y, dy)]
-        ro.store(out)
-        return context.get_dummy_value()
-
-    return sig, codegen

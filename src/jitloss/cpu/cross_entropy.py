@@ -36,10 +36,13 @@ from numba import njit, prange, uint64
 from .. import _formulas as formulas
 from . import (
     PROB_GRAD_TILE_ROW_BYTES,
+    SHORT_CE_GRAD_MIN_BYTES,
+    SHORT_CE_LOSS_MIN_BYTES,
     group_rows,
     lane_width_for,
     run,
     run_rows,
+    short_rows,
     tile_rows,
     tile_top,
 )
@@ -78,6 +81,12 @@ from ._math import (
     row_rest,
     rows_to_lanes,
     same_memory,
+    short_affine,
+    short_chunks,
+    short_exp_args,
+    short_lse_gap,
+    short_scratch,
+    SHORT_GROUP,
     tile,
     wide_vectors,
 )
@@ -109,7 +118,9 @@ def index_loss(x3, y2, w, wsum, ignore, eps, z):
     if x3.shape[2] == 1:
         run_rows((_index_rows_serial, _index_rows), (_index_groups_serial, _index_groups),
                  _rows(x3), _col(y2), w, wsum, ignore, eps, z, _col(loss2),
-                 tile_kernels=(_index_tiles_serial, _index_tiles))
+                 tile_kernels=(_index_tiles_serial, _index_tiles),
+                 short_kernels=(_index_short_serial, _index_short),
+                 short_min_bytes=SHORT_CE_LOSS_MIN_BYTES)
     else:
         args = (x3, y2, w, wsum, ignore, eps, z, loss2, lane_width_for(x3))
         run(_index_lanes_serial, _index_lanes, x3.size, *args)
@@ -124,7 +135,9 @@ def index_loss_grad(x3, y2, w, wsum, ignore, eps, z, scale2, g3=None):
         run_rows((_index_grad_rows_serial, _index_grad_rows),
                  (_index_grad_groups_serial, _index_grad_groups),
                  _rows(x3), _col(y2), w, wsum, ignore, eps, z, _col(scale2), _col(loss2),
-                 _rows(g3), tile_kernels=(_index_grad_tiles_serial, _index_grad_tiles))
+                 _rows(g3), tile_kernels=(_index_grad_tiles_serial, _index_grad_tiles),
+                 short_kernels=(_index_grad_short_serial, _index_grad_short),
+                 short_min_bytes=SHORT_CE_GRAD_MIN_BYTES)
     else:
         args = (x3, y2, w, wsum, ignore, eps, z, scale2, loss2, g3, lane_width_for(x3))
         run(_index_grad_lanes_serial, _index_grad_lanes, x3.size, *args)
@@ -142,7 +155,10 @@ def index_small(x2, y1, ignore, w):
         return first, denominator, 0.0
     loss1 = np.empty(x2.shape[0], np.float64)
     G = group_rows(x2.shape[0], x2.shape[1], x2.itemsize)
-    if tile_rows(x2.shape[0], x2.shape[1], x2.itemsize):
+    row = x2.shape[1] * x2.itemsize
+    if short_rows(x2.shape[1], x2.itemsize) and row > SHORT_CE_LOSS_MIN_BYTES:  # as run_rows
+        _index_short_serial(x2, y1, w, float(x2.shape[1]), ignore, 0.0, 0.0, loss1)
+    elif tile_rows(x2.shape[0], x2.shape[1], x2.itemsize):
         _index_tiles_serial(x2, y1, w, float(x2.shape[1]), ignore, 0.0, 0.0, loss1,
                             tile_top(x2.shape[1], x2.itemsize))
     elif G:
@@ -167,7 +183,10 @@ def index_grad_small(x2, y1, ignore, w, mean, g2):
     scale1 = np.full(x2.shape[0], k)
     args = (x2, y1, w, float(x2.shape[1]), ignore, 0.0, 0.0, scale1, loss1, g2)
     G = group_rows(x2.shape[0], x2.shape[1], x2.itemsize)
-    if tile_rows(x2.shape[0], x2.shape[1], x2.itemsize):
+    row = x2.shape[1] * x2.itemsize
+    if short_rows(x2.shape[1], x2.itemsize) and row > SHORT_CE_GRAD_MIN_BYTES:  # as run_rows
+        _index_grad_short_serial(*args)
+    elif tile_rows(x2.shape[0], x2.shape[1], x2.itemsize):
         _index_grad_tiles_serial(*args, tile_top(x2.shape[1], x2.itemsize))
     elif G:
         _index_grad_groups_serial(*args, G)
@@ -737,6 +756,159 @@ def _prob_grad_groups_serial(x2, t2, w, eps, z, scale1, loss1, g2, G):
         r0, g = group_span(t, G, N)
         _prob_grad_group(x2, t2, w, eps, z, scale1, loss1, g2, aside, r0, g, m, rest, ties, L,
                          mass, gap)
+
+
+# --- short rows as vectors (class indices) --------------------------------------------------
+# Rows of at most SHORT_ROW_BYTES (64 float32, 32 float64 classes) with class-index targets
+# take each row as vectors (cpu/softmax.py, "short rows as vectors"), SHORT_GROUP rows at a
+# time: each row's range, sums and smoothing sum (short_lse_gap; with the gradient its
+# exponentials stored too), the group's logarithms in one vectorised loop (log1p_rests),
+# then each row's loss (and gradient: short_affine, then the target's entry).  The row
+# tiles, which took these rows until session 27, spent much of their time transposing.  A
+# row's bits do not depend on the rows around it, the threads, or whether the gradient is
+# written in place.
+
+
+@njit(error_model="numpy")
+def _index_short_losses(y1, wsum, ignore, eps, z, loss1, C, r0, g, m, L, gap, xy, wy):
+    # loss1[r0 + q] of the group's rows from their m, L, gap, x_y (xy) and w_y (wy), in one
+    # loop that vectorises (no gather, no branch: an ignored row's loss, of whatever its
+    # scratch holds, is selected away)
+    wide_vectors()
+    for q in range(g):
+        i = r0 + q
+        mq = np.float64(m[q])
+        loss = formulas.index_loss(mq, xy[q], L[q], np.float64(wy[q]), wsum,
+                                   np.float64(gap[q]), eps, z, C)
+        loss1[i] = (loss if math.isfinite(mq) else np.nan) if y1[i] != ignore else 0.0
+
+
+@njit
+def _index_short_group(x2, y1, w, w2, wsum, ignore, eps, z, loss1, p, k, r0, g, m, rest, ties,
+                       L, gap, xy, wy):
+    wide_vectors()
+    for q in range(g):
+        i = r0 + q
+        y = y1[i]
+        m[q], rest[q], ties[q] = 0.0, 0.0, 1.0
+        if y != ignore:
+            wy[q] = w[y]
+            m[q], rest[q], ties[q], gap[q], xy[q], _ = short_lse_gap(x2, x2, w2, i, y, p, k,
+                                                                     eps > 0, False)
+    log1p_rests(rest, ties, g, L)
+    _index_short_losses(y1, wsum, ignore, eps, z, loss1, x2.shape[1], r0, g, m, L, gap, xy, wy)
+
+
+@njit(parallel=True, cache=True)
+def _index_short(x2, y1, w, wsum, ignore, eps, z, loss1):
+    # _index_rows for short rows, SHORT_GROUP rows at a time as vectors
+    wide_vectors()
+    p = short_exp_args(_ONE, x2)
+    k = short_chunks(x2.shape[1], x2.itemsize)
+    w2 = w.reshape(1, x2.shape[1])
+    N = x2.shape[0]
+    for t in prange((N + SHORT_GROUP - 1) // SHORT_GROUP):
+        wide_vectors()
+        r0, g = group_span(t, SHORT_GROUP, N)
+        m, rest, ties, L = short_scratch(x2)
+        gap, wy, _, xy = short_scratch(x2)
+        _index_short_group(x2, y1, w, w2, wsum, ignore, eps, z, loss1, p, k, r0, g, m, rest,
+                           ties, L, gap, xy, wy)
+
+
+@njit(cache=True)
+def _index_short_serial(x2, y1, w, wsum, ignore, eps, z, loss1):
+    # serial twin of _index_short, for small inputs
+    wide_vectors()
+    x2, y1, w, loss1 = borrowed(x2), borrowed(y1), borrowed(w), borrowed(loss1)
+    p = short_exp_args(_ONE, x2)
+    k = short_chunks(x2.shape[1], x2.itemsize)
+    w2 = w.reshape(1, x2.shape[1])
+    N = x2.shape[0]
+    m, rest, ties, L = short_scratch(x2)
+    gap, wy, _, xy = short_scratch(x2)
+    for t in range((N + SHORT_GROUP - 1) // SHORT_GROUP):
+        r0, g = group_span(t, SHORT_GROUP, N)
+        _index_short_group(x2, y1, w, w2, wsum, ignore, eps, z, loss1, p, k, r0, g, m, rest,
+                           ties, L, gap, xy, wy)
+
+
+@njit(error_model="numpy")
+def _index_grad_short_coefs(wsum, eps, z, scale1, C, r0, g, m, rest, ties, L, wy, a, e):
+    # per row of the group: a[q], the factor of its stored exponentials, and e[q], its
+    # target's entry (formulas.target_entry, from the stored e_y that e[q] holds), in one
+    # loop that vectorises (as _index_short_losses)
+    wide_vectors()
+    for q in range(g):
+        wq = np.float64(wy[q])
+        r, s = np.float64(rest[q]), np.float64(ties[q])
+        lse = np.float64(m[q]) + L[q]
+        sc = scale1[r0 + q]
+        a[q] = as_type_of(sc * ((1.0 - eps) * wq + eps / C * wsum + 2.0 * z * lse) / (r + s), a)
+        e[q] = formulas.target_entry(e[q], r, s, sc, wq, wsum, eps, z, lse, C)
+
+
+@njit
+def _index_grad_short_group(x2, y1, w, w2, wsum, ignore, eps, z, scale1, loss1, g2, p, k, r0,
+                            g, m, rest, ties, L, gap, xy, wy, a, e):
+    wide_vectors()
+    C = x2.shape[1]
+    for q in range(g):
+        i = r0 + q
+        y = y1[i]
+        m[q], rest[q], ties[q] = 0.0, 0.0, 1.0
+        if y == ignore:
+            row_fill(g2, i, 0.0)
+            continue
+        wy[q] = w[y]
+        m[q], rest[q], ties[q], gap[q], xy[q], e[q] = short_lse_gap(x2, g2, w2, i, y, p, k,
+                                                                    eps > 0, True)
+    log1p_rests(rest, ties, g, L)
+    _index_short_losses(y1, wsum, ignore, eps, z, loss1, C, r0, g, m, L, gap, xy, wy)
+    _index_grad_short_coefs(wsum, eps, z, scale1, C, r0, g, m, rest, ties, L, wy, a, e)
+    for q in range(g):
+        i = r0 + q
+        y = y1[i]
+        if y != ignore and math.isfinite(m[q]):  # else the row is 0 or NaN already
+            short_affine(g2, w2, i, a[q], as_type_of(scale1[i] * eps / C, g2), k)
+            g2[i, y] = e[q]
+
+
+@njit(parallel=True, cache=True)
+def _index_grad_short(x2, y1, w, wsum, ignore, eps, z, scale1, loss1, g2):
+    # _index_grad_rows for short rows, SHORT_GROUP rows at a time as vectors
+    wide_vectors()
+    p = short_exp_args(_ONE, x2)
+    k = short_chunks(x2.shape[1], x2.itemsize)
+    w2 = w.reshape(1, x2.shape[1])
+    N = x2.shape[0]
+    for t in prange((N + SHORT_GROUP - 1) // SHORT_GROUP):
+        wide_vectors()
+        r0, g = group_span(t, SHORT_GROUP, N)
+        m, rest, ties, L = short_scratch(x2)
+        gap, wy, a, xy = short_scratch(x2)
+        e = short_scratch(x2)[3]
+        _index_grad_short_group(x2, y1, w, w2, wsum, ignore, eps, z, scale1, loss1, g2, p, k,
+                                r0, g, m, rest, ties, L, gap, xy, wy, a, e)
+
+
+@njit(cache=True)
+def _index_grad_short_serial(x2, y1, w, wsum, ignore, eps, z, scale1, loss1, g2):
+    # serial twin of _index_grad_short, for small inputs
+    wide_vectors()
+    x2, y1, w, scale1 = borrowed(x2), borrowed(y1), borrowed(w), borrowed(scale1)
+    loss1, g2 = borrowed(loss1), borrowed(g2)
+    p = short_exp_args(_ONE, x2)
+    k = short_chunks(x2.shape[1], x2.itemsize)
+    w2 = w.reshape(1, x2.shape[1])
+    N = x2.shape[0]
+    m, rest, ties, L = short_scratch(x2)
+    gap, wy, a, xy = short_scratch(x2)
+    e = short_scratch(x2)[3]
+    for t in range((N + SHORT_GROUP - 1) // SHORT_GROUP):
+        r0, g = group_span(t, SHORT_GROUP, N)
+        _index_grad_short_group(x2, y1, w, w2, wsum, ignore, eps, z, scale1, loss1, g2, p, k,
+                                r0, g, m, rest, ties, L, gap, xy, wy, a, e)
 
 
 # --- lane pieces (classes strided) -------------------------------------------------------------
