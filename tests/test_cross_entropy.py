@@ -265,8 +265,8 @@ def test_short_rows_go_through_in_tiles_and_groups(kind, dtype, monkeypatch):
     rng = _rng(21)
     itemsize = np.dtype(dtype).itemsize
     short = jitloss.cpu.SHORT_ROW_BYTES // itemsize
-    for C in (1, 7, 18, jitloss.cpu.PROB_GRAD_TILE_ROW_BYTES // itemsize,
-              jitloss.cpu.TILE_ROW_BYTES // itemsize, short, short + 1,
+    for C in (1, 7, 18, 96 // itemsize, jitloss.cpu.TILE_ROW_BYTES // itemsize, short,
+              short + 1,
               jitloss.cpu.GROUP_ROW_BYTES // itemsize):
         G = jitloss.cpu.group_rows(1000, C, itemsize)
         N = 3 * G + 5
@@ -317,9 +317,10 @@ def test_short_rows_go_through_in_tiles_and_groups(kind, dtype, monkeypatch):
                                    rtol=rtol * 10, atol=1e-7 if dtype == np.float32 else 1e-14)
 
 
+@pytest.mark.parametrize("kind", ["index", "prob"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_short_rows_as_vectors_do_not_depend_on_the_rows_around_them(dtype):
-    # class indices' short rows as vectors (from SHORT_CE_GRAD_MIN_BYTES with the gradient,
+def test_short_rows_as_vectors_do_not_depend_on_the_rows_around_them(kind, dtype):
+    # short rows as vectors (from SHORT_CE_GRAD_MIN_BYTES with the gradient,
     # SHORT_CE_LOSS_MIN_BYTES without): a row's loss and gradient have the bits it gets
     # alone, wherever it falls in its group of SHORT_GROUP rows (a row alone takes the same
     # kernel), with a spread beyond NEAR32 (exp_sub) beside narrow rows (exp_near)
@@ -333,21 +334,24 @@ def test_short_rows_as_vectors_do_not_depend_on_the_rows_around_them(dtype):
         x = (rng.standard_normal((N, C)) * 3).astype(dtype)
         x[3, 1] = -50.0
         x[8, 0] = np.inf
-        y = rng.integers(0, C, N)
-        y[5] = -100
+        if kind == "index":
+            t = rng.integers(0, C, N)
+            t[5] = -100
+        else:
+            t = rng.dirichlet(np.ones(C), N).astype(dtype)
         kw = dict(weight=np.linspace(0.5, 2, C), label_smoothing=0.05, z_loss=1e-4,
-                  reduction="none", dloss=np.linspace(1.0, 2.0, N))
-        loss, grad = jitloss.cross_entropy_with_grad(x, y, **kw)
-        loss_only = jitloss.cross_entropy(x, y, **{k: v for k, v in kw.items() if k != "dloss"})
+                  reduction="none")
+        loss, grad = jitloss.cross_entropy_with_grad(x, t, dloss=np.linspace(1.0, 2.0, N),
+                                                     **kw)
+        loss_only = jitloss.cross_entropy(x, t, **kw)
         for i in (0, 3, 5, 8, 40, 63, 64, 69):
-            one = dict(kw, dloss=kw["dloss"][i:i + 1])
-            l1, g1 = jitloss.cross_entropy_with_grad(x[i:i + 1], y[i:i + 1], **one)
-            np.testing.assert_array_equal(l1, loss[i:i + 1])
-            np.testing.assert_array_equal(g1, grad[i:i + 1])
-            np.testing.assert_array_equal(
-                jitloss.cross_entropy(x[i:i + 1], y[i:i + 1], **{k: v for k, v in one.items()
-                                                                 if k != "dloss"}),
-                loss_only[i:i + 1])
+            one = slice(i, i + 1)
+            l1, g1 = jitloss.cross_entropy_with_grad(x[one], t[one],
+                                                     dloss=np.linspace(1.0, 2.0, N)[one], **kw)
+            np.testing.assert_array_equal(l1, loss[one])
+            np.testing.assert_array_equal(g1, grad[one])
+            np.testing.assert_array_equal(jitloss.cross_entropy(x[one], t[one], **kw),
+                                          loss_only[one])
 
 
 @pytest.mark.parametrize("kind", ["index", "prob"])
@@ -355,19 +359,14 @@ def test_short_rows_as_vectors_do_not_depend_on_the_rows_around_them(dtype):
 def test_short_rows_in_tiles_have_the_bits_of_their_lanes(kind, dtype, monkeypatch):
     # the rows of a tile are the lanes of the lane kernels: the same bits as the samples
     # taken along axis 1 of the (1, C, N) array, in tiles of 128 rows and a partial one
-    # (probability targets tile with the gradient up to PROB_GRAD_TILE_ROW_BYTES only;
-    # class indices tile up to SHORT_CE_GRAD_MIN_BYTES with the gradient, up to
+    # (rows tile up to SHORT_CE_GRAD_MIN_BYTES with the gradient, up to
     # SHORT_CE_LOSS_MIN_BYTES without, and take longer rows as vectors)
     import jitloss.cpu
 
     monkeypatch.setattr(jitloss.cpu, "tile_width_for", lambda x2: 128)
     rng = _rng(22)
     itemsize = np.dtype(dtype).itemsize
-    if kind == "index":
-        bounds = (jitloss.cpu.SHORT_CE_GRAD_MIN_BYTES, jitloss.cpu.SHORT_CE_LOSS_MIN_BYTES)
-    else:
-        bounds = (jitloss.cpu.TILE_ROW_BYTES, jitloss.cpu.PROB_GRAD_TILE_ROW_BYTES)
-    for most in bounds:
+    for most in (jitloss.cpu.SHORT_CE_GRAD_MIN_BYTES, jitloss.cpu.SHORT_CE_LOSS_MIN_BYTES):
         C = most // itemsize - 3
         N = 2 * 128 + 9
         x = rng.standard_normal((N, C)).astype(dtype)
@@ -381,7 +380,7 @@ def test_short_rows_in_tiles_have_the_bits_of_their_lanes(kind, dtype, monkeypat
         x_lanes = np.ascontiguousarray(x.T)[None]
         kw = dict(weight=np.linspace(0.5, 2, C), label_smoothing=0.05, z_loss=1e-4,
                   reduction="none")
-        if most in (jitloss.cpu.SHORT_CE_GRAD_MIN_BYTES, jitloss.cpu.PROB_GRAD_TILE_ROW_BYTES):
+        if most == jitloss.cpu.SHORT_CE_GRAD_MIN_BYTES:
             loss, grad = jitloss.cross_entropy_with_grad(x, t, **kw)
             loss_l, grad_l = jitloss.cross_entropy_with_grad(x_lanes, t_lanes, axis=1, **kw)
             np.testing.assert_array_equal(loss, loss_l[0])

@@ -102,23 +102,19 @@ TILE_BYTES = 128 << 10
 TILE_MIN_ROWS = 16
 TILE_SHORT_BYTES = 128
 TILE_LONG_MIN_ROWS = 128
-# Cross-entropy with probability targets and the gradient transposes three arrays a tile
-# (logits, targets, gradient), and with its row functions inlined (session 22) its row
-# groups took less time than its tiles for rows of more than 96 bytes: float32, 2 threads,
-# znver4, in-process, 0.82 of the time at 32 classes, 0.72-0.76 at 40-63, 0.99 at 24 (1.27x
-# at 16); float64 0.94 at 16 classes, 0.83 at 24, 0.93 at 31 (1.34x at 12).  The other
-# functions keep TILE_ROW_BYTES: without tiles at 40-63 float32 classes logsumexp took
-# 1.45-1.70x the time, cross_entropy 1.72-1.99x, softmax 0.71-1.12x, log_softmax and the
-# index targets' gradient 0.95-1.08x.
-PROB_GRAD_TILE_ROW_BYTES = 96
-# Cross-entropy with class indices takes its rows as vectors (cpu/cross_entropy.py, "short
-# rows as vectors (class indices)") from rows longer than these up to SHORT_ROW_BYTES, and
-# the row tiles below: with the gradient from 64 bytes, the loss alone from 128.  Float32,
-# 2 threads, znver4, in-process against the tiles (8 MiB of logits): with the gradient 0.46
-# of the time at 20 classes, 0.73 at 24, 0.76-0.84 at 32, 0.59 at 40, 0.67 at 48, 0.81 at
-# 63, but 1.30-1.55x at 10 (0.65 at 12, 1.00 at 16, 0.92 at 8: the tiles' time there
-# swings with the width); the loss alone 1.46x at 12, 1.28x at 16, 1.25x at 20, 1.16x at 24,
-# 0.99-1.05 at 32, 0.95 at 40, 0.87 at 48, 0.79 at 63, 0.65 at 64 (in row groups before).
+# Cross-entropy takes its rows as vectors (cpu/cross_entropy.py, "short rows as vectors")
+# from rows longer than these up to SHORT_ROW_BYTES, and the row tiles below: with the
+# gradient from 64 bytes, the loss alone from 128 (session 27).  Float32, 2 threads,
+# znver4, in-process against the code before (8 MiB of logits): class indices with the
+# gradient 0.46 of the time at 20 classes, 0.73 at 24, 0.74-0.84 at 32, 0.59 at 40, 0.67
+# at 48, 0.73-0.81 at 63, but 1.30-1.55x at 10 (0.65 at 12, 1.00 at 16, 0.92 at 8: the
+# tiles' time there swings with the width); the loss alone 1.46x at 12, 1.28x at 16, 1.25x
+# at 20, 1.16x at 24, 0.99-1.05 at 32, 0.58-0.95 at 40, 0.87 at 48, 0.76-0.79 at 63,
+# 0.65-0.71 at 64 (row groups before); float64 with the gradient 0.47 at 12, 0.81 at 16,
+# 0.77 at 24, 0.86 at 32, the loss alone 0.91 at 24, 0.76 at 32.  Probability targets with
+# the gradient 0.91 at 24, 0.75 at 32, 0.81 at 40, 0.57 at 63, 0.79 at 64 (from 97 bytes
+# against the row groups, which had taken their place from the tiles since session 22),
+# 0.98 at 20; the loss alone 1.00 at 40, 0.78-0.79 at 63-64.
 SHORT_CE_GRAD_MIN_BYTES = 64
 SHORT_CE_LOSS_MIN_BYTES = 128
 
@@ -139,8 +135,7 @@ def short_rows(classes: int, itemsize: int) -> bool:
     """True if rows of ``classes`` elements take the short-row kernels (at most
     SHORT_ROW_BYTES: 64 float32 or 32 float64 classes, four vectors of 64 bytes), in a
     family that has them (softmax, log_softmax, logsumexp, the backward functions;
-    cross-entropy with class indices from SHORT_CE_GRAD_MIN_BYTES or
-    SHORT_CE_LOSS_MIN_BYTES on)."""
+    cross-entropy from SHORT_CE_GRAD_MIN_BYTES or SHORT_CE_LOSS_MIN_BYTES on)."""
     return classes * itemsize <= SHORT_ROW_BYTES
 
 
@@ -323,12 +318,12 @@ def threads_for(size: int) -> int:
     return numba.get_num_threads() if size >= PARALLEL_MIN_ELEMENTS else 1
 
 
-def run_rows(row_kernels, group_kernels, x2, *args, tile_kernels=None,
-             tile_row_bytes=TILE_ROW_BYTES, short_kernels=None, short_min_bytes=0):
+def run_rows(row_kernels, group_kernels, x2, *args, tile_kernels=None, short_kernels=None,
+             short_min_bytes=0):
     """``run`` for rows: the twins ``short_kernels`` for the rows that short_rows admits
     and that are longer than ``short_min_bytes``, else the twins ``tile_kernels`` for the
-    rows that tile_rows admits (rows of at most ``tile_row_bytes``; the rows per tile from
-    tile_width_for appended to the arguments), else ``group_kernels`` (G from group_rows
+    rows that tile_rows admits (the rows per tile from tile_width_for appended to the
+    arguments), else ``group_kernels`` (G from group_rows
     appended to the arguments) for a batch of short rows of the (rows, classes) array x2,
     otherwise the twins ``row_kernels``; x2 is the kernels' first argument.  A family
     without tiles or groups passes None."""
@@ -336,7 +331,7 @@ def run_rows(row_kernels, group_kernels, x2, *args, tile_kernels=None,
     if (short_kernels is not None and short_rows(classes, x2.itemsize)
             and classes * x2.itemsize > short_min_bytes):
         return run(*short_kernels, x2.size, x2, *args)
-    if tile_kernels is not None and tile_rows(rows, classes, x2.itemsize, tile_row_bytes):
+    if tile_kernels is not None and tile_rows(rows, classes, x2.itemsize):
         return run(*tile_kernels, x2.size, x2, *args, tile_width_for(x2))
     G = group_rows(rows, classes, x2.itemsize) if group_kernels is not None else 0
     if G:

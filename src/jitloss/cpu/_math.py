@@ -2453,6 +2453,22 @@ def _short_lane(builder, rv, vecs, j):
     return out
 
 
+def _short_sums(rv, ro, xs, m, q, spread, store, slots):
+    # the exponentials of the row xs against m (_short_terms, returned), rest and ties as
+    # short_lse takes them into slots[0] and slots[1], and where store (an i1), the
+    # exponentials into ro's row
+    b = rv.b
+    es = _short_terms(rv, xs, m, q, spread)
+    below = [b.not_(b.fcmp_ordered(">=", x, m)) for x in xs]
+    rest = [b.select(w, e, rv.splat(0.0)) for w, e in zip(below, es)]
+    b.store(rv.across(rv.fold(rest, b.fadd), b.fadd), slots[0])
+    ties = rv.count([b.and_(b.not_(w), live) for w, live in zip(below, rv.masks)])
+    b.store(b.uitofp(ties, rv.ety), slots[1])
+    with b.if_then(store):
+        ro.store(es)
+    return es
+
+
 def _c_rows(*arrays):
     # the short-row intrinsics address row i at i * classes: C-contiguous 2-D float arrays
     # of one dtype only (anything else fails to type rather than read the wrong memory)
@@ -2618,17 +2634,8 @@ def short_lse_gap(typingctx, x2, g2, w2, i, y, p, k, smooth, store):
             xy = _short_lane(builder, rv, xs, y)
             with builder.if_else(rv.finite(m0), likely=True) as (then, otherwise):
                 with then:
-                    es = _short_terms(rv, xs, m, q, spread)
+                    es = _short_sums(rv, ro, xs, m, q, spread, store, slots)
                     builder.store(_short_lane(builder, rv, es, y), slots[3])
-                    below = [builder.not_(builder.fcmp_ordered(">=", x, m)) for x in xs]
-                    rest = [builder.select(w, e, rv.splat(0.0)) for w, e in zip(below, es)]
-                    builder.store(rv.across(rv.fold(rest, builder.fadd), builder.fadd),
-                                  slots[0])
-                    ties = rv.count([builder.and_(builder.not_(w), live)
-                                     for w, live in zip(below, rv.masks)])
-                    builder.store(builder.uitofp(ties, rv.ety), slots[1])
-                    with builder.if_then(store):
-                        ro.store(es)
                     with builder.if_then(smooth):
                         rw = _RowVectors(context, builder, sig.args[2], args[2],
                                          ir.IntType(64)(0), code)
@@ -2649,29 +2656,107 @@ def short_lse_gap(typingctx, x2, g2, w2, i, y, p, k, smooth, store):
 
 
 @intrinsic
-def short_affine(typingctx, g2, w2, i, a, b, k):
-    """g2[i, j] = g2[i, j] * a - b * w2[0, j] for the short row i (short_chunks' code k;
-    the cross-entropy gradient's scaling, as _index_grad_row's loop)."""
-    if not _c_rows(g2, w2):
+def short_prob_sums(typingctx, x2, t2, g2, w2, i, p, k, k1, k0, store):
+    """(m, rest, ties, mass, gap) of the short row x2[i] (short_chunks' code k) with the
+    probability target t2[i]: short_lse's m, rest and ties (exponentials at temperature 1
+    as p allows), and with t'_j = t_j k1 + k0 and w = w2[0], mass = sum_j w_j t'_j and gap
+    = sum_j w_j t'_j (m - x_j) (as _row_target_sums).  Where ``store``, g2[i] = the
+    exponentials (a row whose maximum is not finite: NaN; then rest, ties, mass and gap are
+    0).  The rows are loaded before g2 is written: g2 may be x2 (not t2)."""
+    if not _c_rows(x2, t2, g2, w2):
         return None
-    sig = types.none(g2, w2, i, a, b, k)
+    ret = types.UniTuple(x2.dtype, 5)
+    sig = ret(x2, t2, g2, w2, i, p, k, k1, k0, store)
 
     def codegen(context, builder, sig, args):
-        i = context.cast(builder, args[2], sig.args[2], types.int64)
+        i = context.cast(builder, args[4], sig.args[4], types.int64)
+        q = _short_sig_args(context, builder, sig, args, 5)
         dt = sig.args[0].dtype
-        av, bv = (context.cast(builder, v, t, dt) for v, t in zip(args[3:5], sig.args[3:5]))
+        k1, k0 = (context.cast(builder, v, t, dt) for v, t in zip(args[7:9], sig.args[7:9]))
+        store = context.cast(builder, args[9], sig.args[9], types.boolean)
+        ety = context.get_data_type(dt)
+        zero = ir.Constant(ety, 0.0)
+        slots = [cgutils.alloca_once_value(builder, zero) for _ in range(4)]  # rest ties mass gap
 
         def emit(code):
-            rg = _RowVectors(context, builder, sig.args[0], args[0], i, code)
-            rw = _RowVectors(context, builder, sig.args[1], args[1], ir.IntType(64)(0), code)
-            a, b = rg.splat(av), rg.splat(bv)
-            rg.store([builder.fsub(builder.fmul(g, a), builder.fmul(b, w))
-                      for g, w in zip(rg.load(0.0), rw.load(0.0))])
+            rv = _RowVectors(context, builder, sig.args[0], args[0], i, code)
+            rt = _RowVectors(context, builder, sig.args[1], args[1], i, code)
+            ro = _RowVectors(context, builder, sig.args[2], args[2], i, code)
+            rw = _RowVectors(context, builder, sig.args[3], args[3], ir.IntType(64)(0), code)
+            for slot in slots:
+                builder.store(zero, slot)
+            xs = rv.load(-math.inf)
+            ts, ws = rt.load(0.0), rw.load(0.0)
+            m0, spread = _short_range(rv, xs)
+            m = rv.splat(m0)
+            with builder.if_else(rv.finite(m0), likely=True) as (then, otherwise):
+                with then:
+                    _short_sums(rv, ro, xs, m, q, spread, store, slots)
+                    wt = rv.live([builder.fmul(w, builder.fadd(builder.fmul(t, rv.splat(k1)),
+                                                               rv.splat(k0)))
+                                  for w, t in zip(ws, ts)], 0.0)
+                    builder.store(rv.across(rv.fold(wt, builder.fadd), builder.fadd), slots[2])
+                    gaps = rv.live([builder.fmul(v, builder.fsub(m, x)) for v, x in zip(wt, xs)],
+                                   0.0)
+                    builder.store(rv.across(rv.fold(gaps, builder.fadd), builder.fadd),
+                                  slots[3])
+                with otherwise:
+                    with builder.if_then(store):
+                        ro.store([rv.splat(math.nan)] * rv.K)
+            return [m0] + [builder.load(slot) for slot in slots]
 
-        _by_code(context, builder, (args[5], sig.args[5]), emit)
-        return context.get_dummy_value()
+        parts = _by_code(context, builder, (args[6], sig.args[6]), emit, (ety,) * 5)
+        return context.make_tuple(builder, sig.return_type, parts)
 
     return sig, codegen
+
+
+def _affine_codegen(context, builder, sig, args):
+    # short_affine (args g2, w2, i, a, b, k) and short_prob_affine (g2, t2, w2, i, a, c1,
+    # c0, k): g = g * a - w * (t * c1 + c0), or g * a - b * w without a target
+    prob = len(args) == 8
+    g2, w2 = args[0], args[2 if prob else 1]
+    n = 3 if prob else 2
+    i = context.cast(builder, args[n], sig.args[n], types.int64)
+    dt = sig.args[0].dtype
+    vals = [context.cast(builder, v, t, dt) for v, t in zip(args[n + 1:-1], sig.args[n + 1:-1])]
+
+    def emit(code):
+        rg = _RowVectors(context, builder, sig.args[0], g2, i, code)
+        rw = _RowVectors(context, builder, sig.args[n - 1], w2, ir.IntType(64)(0), code)
+        gs, ws = rg.load(0.0), rw.load(0.0)
+        a = rg.splat(vals[0])
+        if prob:
+            c1, c0 = rg.splat(vals[1]), rg.splat(vals[2])
+            ts = _RowVectors(context, builder, sig.args[1], args[1], i, code).load(0.0)
+            out = [builder.fsub(builder.fmul(g, a),
+                                builder.fmul(w, builder.fadd(builder.fmul(t, c1), c0)))
+                   for g, w, t in zip(gs, ws, ts)]
+        else:
+            b = rg.splat(vals[1])
+            out = [builder.fsub(builder.fmul(g, a), builder.fmul(b, w)) for g, w in zip(gs, ws)]
+        rg.store(out)
+
+    _by_code(context, builder, (args[-1], sig.args[-1]), emit)
+    return context.get_dummy_value()
+
+
+@intrinsic
+def short_affine(typingctx, g2, w2, i, a, b, k):
+    """g2[i, j] = g2[i, j] * a - b * w2[0, j] for the short row i (short_chunks' code k;
+    the cross-entropy gradient's scaling with class indices, as _index_grad_row's loop)."""
+    if not _c_rows(g2, w2):
+        return None
+    return types.none(g2, w2, i, a, b, k), _affine_codegen
+
+
+@intrinsic
+def short_prob_affine(typingctx, g2, t2, w2, i, a, c1, c0, k):
+    """g2[i, j] = g2[i, j] * a - w2[0, j] * (t2[i, j] * c1 + c0) for the short row i
+    (short_chunks' code k; with probability targets, as _prob_grad_row's loop)."""
+    if not _c_rows(g2, t2, w2):
+        return None
+    return types.none(g2, t2, w2, i, a, c1, c0, k), _affine_codegen
 
 
 @intrinsic

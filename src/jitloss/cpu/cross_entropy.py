@@ -35,7 +35,6 @@ from numba import njit, prange, uint64
 
 from .. import _formulas as formulas
 from . import (
-    PROB_GRAD_TILE_ROW_BYTES,
     SHORT_CE_GRAD_MIN_BYTES,
     SHORT_CE_LOSS_MIN_BYTES,
     group_rows,
@@ -85,6 +84,8 @@ from ._math import (
     short_chunks,
     short_exp_args,
     short_lse_gap,
+    short_prob_affine,
+    short_prob_sums,
     short_scratch,
     SHORT_GROUP,
     tile,
@@ -202,7 +203,10 @@ def prob_small(x2, t2, w):
     call (the serial kernels and reduce_losses' sum: the general path's bits)."""
     loss1 = np.empty(x2.shape[0], np.float64)
     G = group_rows(x2.shape[0], x2.shape[1], x2.itemsize)
-    if tile_rows(x2.shape[0], x2.shape[1], x2.itemsize):
+    row = x2.shape[1] * x2.itemsize
+    if short_rows(x2.shape[1], x2.itemsize) and row > SHORT_CE_LOSS_MIN_BYTES:  # as run_rows
+        _prob_short_serial(x2, t2, w, 0.0, 0.0, loss1)
+    elif tile_rows(x2.shape[0], x2.shape[1], x2.itemsize):
         _prob_tiles_serial(x2, t2, w, 0.0, 0.0, loss1, tile_top(x2.shape[1], x2.itemsize))
     elif G:
         _prob_groups_serial(x2, t2, w, 0.0, 0.0, loss1, G)
@@ -222,7 +226,10 @@ def prob_grad_small(x2, t2, w, mean, g2):
         k = k / x2.shape[0]
     scale1 = np.full(x2.shape[0], k)
     G = group_rows(x2.shape[0], x2.shape[1], x2.itemsize)
-    if tile_rows(x2.shape[0], x2.shape[1], x2.itemsize, PROB_GRAD_TILE_ROW_BYTES):
+    row = x2.shape[1] * x2.itemsize
+    if short_rows(x2.shape[1], x2.itemsize) and row > SHORT_CE_GRAD_MIN_BYTES:  # as run_rows
+        _prob_grad_short_serial(x2, t2, w, 0.0, 0.0, scale1, loss1, g2)
+    elif tile_rows(x2.shape[0], x2.shape[1], x2.itemsize):
         _prob_grad_tiles_serial(x2, t2, w, 0.0, 0.0, scale1, loss1, g2,
                                 tile_top(x2.shape[1], x2.itemsize))
     elif G:
@@ -238,7 +245,9 @@ def prob_loss(x3, t3, w, eps, z):
     if x3.shape[2] == 1:
         run_rows((_prob_rows_serial, _prob_rows), (_prob_groups_serial, _prob_groups),
                  _rows(x3), _rows(t3), w, eps, z, _col(loss2),
-                 tile_kernels=(_prob_tiles_serial, _prob_tiles))
+                 tile_kernels=(_prob_tiles_serial, _prob_tiles),
+                 short_kernels=(_prob_short_serial, _prob_short),
+                 short_min_bytes=SHORT_CE_LOSS_MIN_BYTES)
     else:
         args = (x3, t3, w, eps, z, loss2, lane_width_for(x3))
         run(_prob_lanes_serial, _prob_lanes, x3.size, *args)
@@ -254,7 +263,8 @@ def prob_loss_grad(x3, t3, w, eps, z, scale2, g3=None):
                  (_prob_grad_groups_serial, _prob_grad_groups),
                  _rows(x3), _rows(t3), w, eps, z, _col(scale2), _col(loss2), _rows(g3),
                  tile_kernels=(_prob_grad_tiles_serial, _prob_grad_tiles),
-                 tile_row_bytes=PROB_GRAD_TILE_ROW_BYTES)
+                 short_kernels=(_prob_grad_short_serial, _prob_grad_short),
+                 short_min_bytes=SHORT_CE_GRAD_MIN_BYTES)
     else:
         args = (x3, t3, w, eps, z, scale2, loss2, g3, lane_width_for(x3))
         run(_prob_grad_lanes_serial, _prob_grad_lanes, x3.size, *args)
@@ -911,6 +921,134 @@ def _index_grad_short_serial(x2, y1, w, wsum, ignore, eps, z, scale1, loss1, g2)
                                 r0, g, m, rest, ties, L, gap, xy, wy, a, e)
 
 
+# --- short rows as vectors (probability targets) ----------------------------------------------
+# As the class indices' above: each row's range, sums and target sums (short_prob_sums; with
+# the gradient its exponentials stored too), the group's logarithms, then in loops that
+# vectorise the losses and the gradient's factors, and each row's gradient (short_prob_affine).
+
+
+@njit(error_model="numpy")
+def _prob_short_losses(loss1, z, r0, g, m, L, mass, gap):
+    # loss1[r0 + q] of the group's rows from their m, L, mass and gap (formulas.prob_loss),
+    # in one loop that vectorises; NaN where m is not finite
+    wide_vectors()
+    for q in range(g):
+        mq = np.float64(m[q])
+        lse = mq + L[q]
+        loss = formulas.prob_loss(np.float64(gap[q]), L[q], np.float64(mass[q]), z, lse)
+        loss1[r0 + q] = loss if math.isfinite(mq) else np.nan
+
+
+@njit
+def _prob_short_group(x2, t2, w2, eps, z, loss1, p, k, r0, g, m, rest, ties, L, mass, gap):
+    wide_vectors()
+    k1 = as_type_of(1.0 - eps, x2)
+    k0 = as_type_of(eps / x2.shape[1], x2)
+    for q in range(g):
+        m[q], rest[q], ties[q], mass[q], gap[q] = short_prob_sums(x2, t2, x2, w2, r0 + q, p, k,
+                                                                  k1, k0, False)
+    log1p_rests(rest, ties, g, L)
+    _prob_short_losses(loss1, z, r0, g, m, L, mass, gap)
+
+
+@njit(parallel=True, cache=True)
+def _prob_short(x2, t2, w, eps, z, loss1):
+    # _prob_rows for short rows, SHORT_GROUP rows at a time as vectors
+    wide_vectors()
+    p = short_exp_args(_ONE, x2)
+    k = short_chunks(x2.shape[1], x2.itemsize)
+    w2 = w.reshape(1, x2.shape[1])
+    N = x2.shape[0]
+    for t in prange((N + SHORT_GROUP - 1) // SHORT_GROUP):
+        wide_vectors()
+        r0, g = group_span(t, SHORT_GROUP, N)
+        m, rest, ties, L = short_scratch(x2)
+        mass, gap, _, _ = short_scratch(x2)
+        _prob_short_group(x2, t2, w2, eps, z, loss1, p, k, r0, g, m, rest, ties, L, mass, gap)
+
+
+@njit(cache=True)
+def _prob_short_serial(x2, t2, w, eps, z, loss1):
+    # serial twin of _prob_short, for small inputs
+    wide_vectors()
+    x2, t2, w, loss1 = borrowed(x2), borrowed(t2), borrowed(w), borrowed(loss1)
+    p = short_exp_args(_ONE, x2)
+    k = short_chunks(x2.shape[1], x2.itemsize)
+    w2 = w.reshape(1, x2.shape[1])
+    N = x2.shape[0]
+    m, rest, ties, L = short_scratch(x2)
+    mass, gap, _, _ = short_scratch(x2)
+    for t in range((N + SHORT_GROUP - 1) // SHORT_GROUP):
+        r0, g = group_span(t, SHORT_GROUP, N)
+        _prob_short_group(x2, t2, w2, eps, z, loss1, p, k, r0, g, m, rest, ties, L, mass, gap)
+
+
+@njit(error_model="numpy")
+def _prob_grad_short_coefs(z, scale1, r0, g, m, rest, ties, L, mass, a):
+    # a[q], the factor of row q's stored exponentials, in one loop that vectorises
+    wide_vectors()
+    for q in range(g):
+        lse = np.float64(m[q]) + L[q]
+        a[q] = as_type_of(scale1[r0 + q] * (np.float64(mass[q]) + 2.0 * z * lse)
+                          / (np.float64(rest[q]) + np.float64(ties[q])), a)
+
+
+@njit
+def _prob_grad_short_group(x2, t2, w2, eps, z, scale1, loss1, g2, p, k, r0, g, m, rest, ties,
+                           L, mass, gap, a):
+    wide_vectors()
+    C = x2.shape[1]
+    k1 = as_type_of(1.0 - eps, x2)
+    k0 = as_type_of(eps / C, x2)
+    for q in range(g):
+        m[q], rest[q], ties[q], mass[q], gap[q] = short_prob_sums(x2, t2, g2, w2, r0 + q, p, k,
+                                                                  k1, k0, True)
+    log1p_rests(rest, ties, g, L)
+    _prob_short_losses(loss1, z, r0, g, m, L, mass, gap)
+    _prob_grad_short_coefs(z, scale1, r0, g, m, rest, ties, L, mass, a)
+    for q in range(g):
+        i = r0 + q
+        if math.isfinite(m[q]):  # else the row is NaN already
+            sc = scale1[i]
+            short_prob_affine(g2, t2, w2, i, a[q], as_type_of(sc * (1.0 - eps), g2),
+                              as_type_of(sc * eps / C, g2), k)
+
+
+@njit(parallel=True, cache=True)
+def _prob_grad_short(x2, t2, w, eps, z, scale1, loss1, g2):
+    # _prob_grad_rows for short rows, SHORT_GROUP rows at a time as vectors
+    wide_vectors()
+    p = short_exp_args(_ONE, x2)
+    k = short_chunks(x2.shape[1], x2.itemsize)
+    w2 = w.reshape(1, x2.shape[1])
+    N = x2.shape[0]
+    for t in prange((N + SHORT_GROUP - 1) // SHORT_GROUP):
+        wide_vectors()
+        r0, g = group_span(t, SHORT_GROUP, N)
+        m, rest, ties, L = short_scratch(x2)
+        mass, gap, a, _ = short_scratch(x2)
+        _prob_grad_short_group(x2, t2, w2, eps, z, scale1, loss1, g2, p, k, r0, g, m, rest,
+                               ties, L, mass, gap, a)
+
+
+@njit(cache=True)
+def _prob_grad_short_serial(x2, t2, w, eps, z, scale1, loss1, g2):
+    # serial twin of _prob_grad_short, for small inputs
+    wide_vectors()
+    x2, t2, w, scale1 = borrowed(x2), borrowed(t2), borrowed(w), borrowed(scale1)
+    loss1, g2 = borrowed(loss1), borrowed(g2)
+    p = short_exp_args(_ONE, x2)
+    k = short_chunks(x2.shape[1], x2.itemsize)
+    w2 = w.reshape(1, x2.shape[1])
+    N = x2.shape[0]
+    m, rest, ties, L = short_scratch(x2)
+    mass, gap, a, _ = short_scratch(x2)
+    for t in range((N + SHORT_GROUP - 1) // SHORT_GROUP):
+        r0, g = group_span(t, SHORT_GROUP, N)
+        _prob_grad_short_group(x2, t2, w2, eps, z, scale1, loss1, g2, p, k, r0, g, m, rest,
+                               ties, L, mass, gap, a)
+
+
 # --- lane pieces (classes strided) -------------------------------------------------------------
 # A lane block is x3[o, :, i0:i0 + w]: the same sums as the row pieces, one per lane, with
 # per-lane coefficients; lanes whose maximum is not finite end up NaN, ignored lanes 0.
@@ -1164,8 +1302,10 @@ def _prob_grad_lane_block(x3, t3, w, eps, z, scale2, loss2, g3, o, i0, n):
 # per-sample arrays (targets, scales, losses) are sliced to the tile (lanes_of), and the
 # probability targets are transposed alongside.  Against the row groups (float32, 2
 # threads, emeraldrapids, index targets with the gradient): 0.49 of the time at 10
-# classes, 0.64 at 16, 0.87 at 32.  Probability targets with the gradient, which transpose
-# three arrays, tile rows of up to PROB_GRAD_TILE_ROW_BYTES only (cpu/__init__.py).
+# classes, 0.64 at 16, 0.87 at 32.  Since session 27 only rows of at most
+# SHORT_CE_GRAD_MIN_BYTES with the gradient, SHORT_CE_LOSS_MIN_BYTES without, take the
+# tiles; longer ones take their rows as vectors (cpu/__init__.py; "short rows as vectors"
+# above).
 
 
 @njit
