@@ -779,6 +779,14 @@ def _prob_grad_groups_serial(x2, t2, w, eps, z, scale1, loss1, g2, G):
 # written in place.
 
 
+@njit
+def _short_args(x2, w):
+    # (p, k, w2) of the short-row kernels: short_exp_args at temperature 1, short_chunks'
+    # code, the weights as a (1, classes) row for the intrinsics
+    return short_exp_args(_ONE, x2), short_chunks(x2.shape[1], x2.itemsize), w.reshape(
+        1, x2.shape[1])
+
+
 @njit(error_model="numpy")
 def _index_short_losses(y1, wsum, ignore, eps, z, loss1, C, r0, g, m, L, gap, xy, wy):
     # loss1[r0 + q] of the group's rows from their m, L, gap, x_y (xy) and w_y (wy), in one
@@ -813,9 +821,7 @@ def _index_short_group(x2, y1, w, w2, wsum, ignore, eps, z, loss1, p, k, r0, g, 
 def _index_short(x2, y1, w, wsum, ignore, eps, z, loss1):
     # _index_rows for short rows, SHORT_GROUP rows at a time as vectors
     wide_vectors()
-    p = short_exp_args(_ONE, x2)
-    k = short_chunks(x2.shape[1], x2.itemsize)
-    w2 = w.reshape(1, x2.shape[1])
+    p, k, w2 = _short_args(x2, w)
     N = x2.shape[0]
     for t in prange((N + SHORT_GROUP - 1) // SHORT_GROUP):
         wide_vectors()
@@ -831,9 +837,7 @@ def _index_short_serial(x2, y1, w, wsum, ignore, eps, z, loss1):
     # serial twin of _index_short, for small inputs
     wide_vectors()
     x2, y1, w, loss1 = borrowed(x2), borrowed(y1), borrowed(w), borrowed(loss1)
-    p = short_exp_args(_ONE, x2)
-    k = short_chunks(x2.shape[1], x2.itemsize)
-    w2 = w.reshape(1, x2.shape[1])
+    p, k, w2 = _short_args(x2, w)
     N = x2.shape[0]
     m, rest, ties, L = short_scratch(x2)
     gap, wy, _, xy = short_scratch(x2)
@@ -888,9 +892,7 @@ def _index_grad_short_group(x2, y1, w, w2, wsum, ignore, eps, z, scale1, loss1, 
 def _index_grad_short(x2, y1, w, wsum, ignore, eps, z, scale1, loss1, g2):
     # _index_grad_rows for short rows, SHORT_GROUP rows at a time as vectors
     wide_vectors()
-    p = short_exp_args(_ONE, x2)
-    k = short_chunks(x2.shape[1], x2.itemsize)
-    w2 = w.reshape(1, x2.shape[1])
+    p, k, w2 = _short_args(x2, w)
     N = x2.shape[0]
     for t in prange((N + SHORT_GROUP - 1) // SHORT_GROUP):
         wide_vectors()
@@ -908,9 +910,7 @@ def _index_grad_short_serial(x2, y1, w, wsum, ignore, eps, z, scale1, loss1, g2)
     wide_vectors()
     x2, y1, w, scale1 = borrowed(x2), borrowed(y1), borrowed(w), borrowed(scale1)
     loss1, g2 = borrowed(loss1), borrowed(g2)
-    p = short_exp_args(_ONE, x2)
-    k = short_chunks(x2.shape[1], x2.itemsize)
-    w2 = w.reshape(1, x2.shape[1])
+    p, k, w2 = _short_args(x2, w)
     N = x2.shape[0]
     m, rest, ties, L = short_scratch(x2)
     gap, wy, a, xy = short_scratch(x2)
@@ -955,9 +955,7 @@ def _prob_short_group(x2, t2, w2, eps, z, loss1, p, k, r0, g, m, rest, ties, L, 
 def _prob_short(x2, t2, w, eps, z, loss1):
     # _prob_rows for short rows, SHORT_GROUP rows at a time as vectors
     wide_vectors()
-    p = short_exp_args(_ONE, x2)
-    k = short_chunks(x2.shape[1], x2.itemsize)
-    w2 = w.reshape(1, x2.shape[1])
+    p, k, w2 = _short_args(x2, w)
     N = x2.shape[0]
     for t in prange((N + SHORT_GROUP - 1) // SHORT_GROUP):
         wide_vectors()
@@ -972,9 +970,7 @@ def _prob_short_serial(x2, t2, w, eps, z, loss1):
     # serial twin of _prob_short, for small inputs
     wide_vectors()
     x2, t2, w, loss1 = borrowed(x2), borrowed(t2), borrowed(w), borrowed(loss1)
-    p = short_exp_args(_ONE, x2)
-    k = short_chunks(x2.shape[1], x2.itemsize)
-    w2 = w.reshape(1, x2.shape[1])
+    p, k, w2 = _short_args(x2, w)
     N = x2.shape[0]
     m, rest, ties, L = short_scratch(x2)
     mass, gap, _, _ = short_scratch(x2)
@@ -1018,9 +1014,7 @@ def _prob_grad_short_group(x2, t2, w2, eps, z, scale1, loss1, g2, p, k, r0, g, m
 def _prob_grad_short(x2, t2, w, eps, z, scale1, loss1, g2):
     # _prob_grad_rows for short rows, SHORT_GROUP rows at a time as vectors
     wide_vectors()
-    p = short_exp_args(_ONE, x2)
-    k = short_chunks(x2.shape[1], x2.itemsize)
-    w2 = w.reshape(1, x2.shape[1])
+    p, k, w2 = _short_args(x2, w)
     N = x2.shape[0]
     for t in prange((N + SHORT_GROUP - 1) // SHORT_GROUP):
         wide_vectors()
@@ -1037,9 +1031,7 @@ def _prob_grad_short_serial(x2, t2, w, eps, z, scale1, loss1, g2):
     wide_vectors()
     x2, t2, w, scale1 = borrowed(x2), borrowed(t2), borrowed(w), borrowed(scale1)
     loss1, g2 = borrowed(loss1), borrowed(g2)
-    p = short_exp_args(_ONE, x2)
-    k = short_chunks(x2.shape[1], x2.itemsize)
-    w2 = w.reshape(1, x2.shape[1])
+    p, k, w2 = _short_args(x2, w)
     N = x2.shape[0]
     m, rest, ties, L = short_scratch(x2)
     mass, gap, a, _ = short_scratch(x2)
