@@ -503,8 +503,9 @@ def test_which_rows_take_tiles():
 @pytest.mark.parametrize("itemsize", [4, 8])
 def test_tile_widths(itemsize):
     # a tile holds about TILE_BYTES (at most a cache line's rows more), each class row at
-    # most LANE_WIDE_BYTES (the lane blocks' longest piece), in an odd number of whole
-    # cache lines (a power of two puts a block's class rows in one L1 set); on several
+    # most TILE_MAX_LINES cache lines and LANE_WIDE_BYTES (the lane blocks' longest piece),
+    # in an odd number of whole cache lines (a power of two puts a block's class rows in
+    # one L1 set); on several
     # threads the tiles share the rows out evenly (the busiest thread takes at most two
     # cache lines' rows per tile more than its share), none narrower than it must be
     cpu = jitloss.cpu
@@ -512,10 +513,10 @@ def test_tile_widths(itemsize):
     for classes in range(1, cpu.TILE_ROW_BYTES // itemsize + 1):
         top = cpu.tile_top(classes, itemsize)
         assert top % line == 0 and (top // line) % 2 == 1
-        assert top * itemsize <= cpu.LANE_WIDE_BYTES
+        assert top * itemsize <= cpu.LANE_WIDE_BYTES and top // line <= cpu.TILE_MAX_LINES
         assert (top - line) * classes * itemsize <= cpu.TILE_BYTES
         assert (top + 2 * line) * classes * itemsize > cpu.TILE_BYTES or (
-            (top + 2 * line) * itemsize > cpu.LANE_WIDE_BYTES)
+            top // line + 2 > min(cpu.TILE_MAX_LINES, cpu.LANE_WIDE_BYTES // 64))
     threads = min(2, numba.config.NUMBA_NUM_THREADS)
     if threads < 2:
         pytest.skip("one numba thread")

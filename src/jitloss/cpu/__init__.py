@@ -92,6 +92,16 @@ SHORT_ROW_BYTES = 256
 # 16 x 16 block from L1 into a tile of 1024 float32 rows took 0.18 ns an element, into
 # one of 1040 0.13.)
 TILE_BYTES = 128 << 10
+# and at most TILE_MAX_LINES cache lines a class row (1936 float32 rows, 968 float64): at
+# 127 lines (2032 float32 rows, the LANE_WIDE_BYTES bound before session 27), which rows of
+# up to 16 float32 classes took, some shapes ran slow in some processes (float32 with the
+# gradient and class indices, 8 classes: 1.45-2.3x the time of 121 lines; 10 classes 1.6x
+# in one process, 1.0 in another).  In-process against 127 lines (float32, 2 threads):
+# class indices with the gradient 0.64-0.69 at 262144 x 8, 0.92-0.93 at 149796 x 14,
+# 0.97-1.04 at 10, 12 and 16 classes; probability targets 0.43 at 524288 x 4 and 0.73 at
+# 262144 x 8 (the loss alone), 0.84-1.00 with the gradient; float64 with the gradient
+# 0.89-0.98 at 4-8 classes; the loss alone with class indices 0.96-1.02.
+TILE_MAX_LINES = 121
 # Fewer rows take the row kernels: the tiles' scratch costs more than the rows' chains
 # (measured, float32 softmax of 14 classes: 1.44x the time at 4 rows, 1.23 at 8, 0.94 at
 # 16, 0.81 at 32).  Rows longer than TILE_SHORT_BYTES tile only from TILE_LONG_MIN_ROWS
@@ -142,12 +152,12 @@ def short_rows(classes: int, itemsize: int) -> bool:
 @register_jitable
 def tile_top(classes: int, itemsize: int) -> int:
     """Rows of the widest tile of rows of ``classes`` elements: about TILE_BYTES in all
-    (at most a cache line's rows more) and at most LANE_WIDE_BYTES a class row (the lane
-    blocks' stack pieces), in an odd number of whole cache lines (odd_lines; 528 to 2032
-    float32 rows, 264 to 1016 float64, for the rows that tile_rows admits).  A serial
-    kernel's tiles."""
+    (at most a cache line's rows more) and at most TILE_MAX_LINES cache lines a class row
+    (within LANE_WIDE_BYTES, the lane blocks' stack pieces), in an odd number of whole
+    cache lines (odd_lines; 528 to 1936 float32 rows, 264 to 968 float64, for the rows
+    that tile_rows admits).  A serial kernel's tiles."""
     line = 64 // itemsize
-    wide = LANE_WIDE_BYTES // 64
+    wide = min(TILE_MAX_LINES, LANE_WIDE_BYTES // 64)
     lines = max(1, min(wide, TILE_BYTES // (max(1, classes) * itemsize) // line))
     return odd_lines(lines, wide) * line
 
