@@ -141,12 +141,13 @@ def tile_rows(rows: int, classes: int, itemsize: int, most: int = TILE_ROW_BYTES
 
 
 @register_jitable
-def short_rows(classes: int, itemsize: int) -> bool:
-    """True if rows of ``classes`` elements take the short-row kernels (at most
-    SHORT_ROW_BYTES: 64 float32 or 32 float64 classes, four vectors of 64 bytes), in a
-    family that has them (softmax, log_softmax, logsumexp, the backward functions;
-    cross-entropy from SHORT_CE_GRAD_MIN_BYTES or SHORT_CE_LOSS_MIN_BYTES on)."""
-    return classes * itemsize <= SHORT_ROW_BYTES
+def short_rows(classes: int, itemsize: int, least: int = -1) -> bool:
+    """True if rows of ``classes`` elements take the short-row kernels: at most
+    SHORT_ROW_BYTES (64 float32 or 32 float64 classes, four vectors of 64 bytes) and more
+    than ``least`` bytes (any row by default, or a family's own bound: cross-entropy's
+    SHORT_CE_GRAD_MIN_BYTES and SHORT_CE_LOSS_MIN_BYTES), in a family that has them
+    (softmax, log_softmax, logsumexp, the backward functions, cross-entropy)."""
+    return least < classes * itemsize <= SHORT_ROW_BYTES
 
 
 @register_jitable
@@ -331,15 +332,14 @@ def threads_for(size: int) -> int:
 def run_rows(row_kernels, group_kernels, x2, *args, tile_kernels=None, short_kernels=None,
              short_min_bytes=0):
     """``run`` for rows: the twins ``short_kernels`` for the rows that short_rows admits
-    and that are longer than ``short_min_bytes``, else the twins ``tile_kernels`` for the
-    rows that tile_rows admits (the rows per tile from tile_width_for appended to the
-    arguments), else ``group_kernels`` (G from group_rows
-    appended to the arguments) for a batch of short rows of the (rows, classes) array x2,
-    otherwise the twins ``row_kernels``; x2 is the kernels' first argument.  A family
-    without tiles or groups passes None."""
+    (rows longer than ``short_min_bytes``), else the twins ``tile_kernels`` for the rows
+    that tile_rows admits (the rows per tile from tile_width_for appended to the
+    arguments), else ``group_kernels`` (G from group_rows appended to the arguments) for
+    a batch of short rows of the (rows, classes) array x2, otherwise the twins
+    ``row_kernels``; x2 is the kernels' first argument.  A family without tiles or groups
+    passes None."""
     rows, classes = x2.shape
-    if (short_kernels is not None and short_rows(classes, x2.itemsize)
-            and classes * x2.itemsize > short_min_bytes):
+    if short_kernels is not None and short_rows(classes, x2.itemsize, short_min_bytes):
         return run(*short_kernels, x2.size, x2, *args)
     if tile_kernels is not None and tile_rows(rows, classes, x2.itemsize):
         return run(*tile_kernels, x2.size, x2, *args, tile_width_for(x2))

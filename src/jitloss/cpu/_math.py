@@ -2453,18 +2453,24 @@ def _short_lane(builder, rv, vecs, j):
     return out
 
 
-def _short_sums(rv, ro, xs, m, q, spread, store, slots):
-    # the exponentials of the row xs against m (_short_terms, returned), rest and ties as
-    # short_lse takes them into slots[0] and slots[1], and where store (an i1), the
-    # exponentials into ro's row
+def _short_rest_ties(rv, xs, m, es):
+    # (rest, ties) of the row xs with its exponentials es against m (a splat), scalars:
+    # below the maximum (a NaN too) a term of rest, at it a tie
     b = rv.b
-    es = _short_terms(rv, xs, m, q, spread)
     below = [b.not_(b.fcmp_ordered(">=", x, m)) for x in xs]
     rest = [b.select(w, e, rv.splat(0.0)) for w, e in zip(below, es)]
-    b.store(rv.across(rv.fold(rest, b.fadd), b.fadd), slots[0])
     ties = rv.count([b.and_(b.not_(w), live) for w, live in zip(below, rv.masks)])
-    b.store(b.uitofp(ties, rv.ety), slots[1])
-    with b.if_then(store):
+    return rv.across(rv.fold(rest, b.fadd), b.fadd), b.uitofp(ties, rv.ety)
+
+
+def _short_sums(rv, ro, xs, m, q, spread, store, slots):
+    # the exponentials of the row xs against m (_short_terms, returned), their rest and
+    # ties (_short_rest_ties) into slots[0] and slots[1], and where store (an i1), the
+    # exponentials into ro's row
+    es = _short_terms(rv, xs, m, q, spread)
+    for value, slot in zip(_short_rest_ties(rv, xs, m, es), slots):
+        rv.b.store(value, slot)
+    with rv.b.if_then(store):
         ro.store(es)
     return es
 
@@ -2549,13 +2555,7 @@ def short_lse(typingctx, x2, i, p, k):
             entry = builder.block
             with builder.if_then(rv.finite(m0), likely=True):
                 es = _short_terms(rv, xs, m, q, spread)
-                # below the maximum (a NaN too): a term of rest; at it: a tie
-                below = [builder.not_(builder.fcmp_ordered(">=", x, m)) for x in xs]
-                rest = [builder.select(w, e, rv.splat(0.0)) for w, e in zip(below, es)]
-                rest0 = rv.across(rv.fold(rest, builder.fadd), builder.fadd)
-                ties0 = builder.uitofp(rv.count([builder.and_(builder.not_(w), live)
-                                                  for w, live in zip(below, rv.masks)]),
-                                       rv.ety)
+                rest0, ties0 = _short_rest_ties(rv, xs, m, es)
                 inside = builder.block
             out = [m0]
             for value in (rest0, ties0):

@@ -156,8 +156,7 @@ def index_small(x2, y1, ignore, w):
         return first, denominator, 0.0
     loss1 = np.empty(x2.shape[0], np.float64)
     G = group_rows(x2.shape[0], x2.shape[1], x2.itemsize)
-    row = x2.shape[1] * x2.itemsize
-    if short_rows(x2.shape[1], x2.itemsize) and row > SHORT_CE_LOSS_MIN_BYTES:  # as run_rows
+    if short_rows(x2.shape[1], x2.itemsize, SHORT_CE_LOSS_MIN_BYTES):  # as run_rows
         _index_short_serial(x2, y1, w, float(x2.shape[1]), ignore, 0.0, 0.0, loss1)
     elif tile_rows(x2.shape[0], x2.shape[1], x2.itemsize):
         _index_tiles_serial(x2, y1, w, float(x2.shape[1]), ignore, 0.0, 0.0, loss1,
@@ -184,8 +183,7 @@ def index_grad_small(x2, y1, ignore, w, mean, g2):
     scale1 = np.full(x2.shape[0], k)
     args = (x2, y1, w, float(x2.shape[1]), ignore, 0.0, 0.0, scale1, loss1, g2)
     G = group_rows(x2.shape[0], x2.shape[1], x2.itemsize)
-    row = x2.shape[1] * x2.itemsize
-    if short_rows(x2.shape[1], x2.itemsize) and row > SHORT_CE_GRAD_MIN_BYTES:  # as run_rows
+    if short_rows(x2.shape[1], x2.itemsize, SHORT_CE_GRAD_MIN_BYTES):  # as run_rows
         _index_grad_short_serial(*args)
     elif tile_rows(x2.shape[0], x2.shape[1], x2.itemsize):
         _index_grad_tiles_serial(*args, tile_top(x2.shape[1], x2.itemsize))
@@ -203,8 +201,7 @@ def prob_small(x2, t2, w):
     call (the serial kernels and reduce_losses' sum: the general path's bits)."""
     loss1 = np.empty(x2.shape[0], np.float64)
     G = group_rows(x2.shape[0], x2.shape[1], x2.itemsize)
-    row = x2.shape[1] * x2.itemsize
-    if short_rows(x2.shape[1], x2.itemsize) and row > SHORT_CE_LOSS_MIN_BYTES:  # as run_rows
+    if short_rows(x2.shape[1], x2.itemsize, SHORT_CE_LOSS_MIN_BYTES):  # as run_rows
         _prob_short_serial(x2, t2, w, 0.0, 0.0, loss1)
     elif tile_rows(x2.shape[0], x2.shape[1], x2.itemsize):
         _prob_tiles_serial(x2, t2, w, 0.0, 0.0, loss1, tile_top(x2.shape[1], x2.itemsize))
@@ -226,8 +223,7 @@ def prob_grad_small(x2, t2, w, mean, g2):
         k = k / x2.shape[0]
     scale1 = np.full(x2.shape[0], k)
     G = group_rows(x2.shape[0], x2.shape[1], x2.itemsize)
-    row = x2.shape[1] * x2.itemsize
-    if short_rows(x2.shape[1], x2.itemsize) and row > SHORT_CE_GRAD_MIN_BYTES:  # as run_rows
+    if short_rows(x2.shape[1], x2.itemsize, SHORT_CE_GRAD_MIN_BYTES):  # as run_rows
         _prob_grad_short_serial(x2, t2, w, 0.0, 0.0, scale1, loss1, g2)
     elif tile_rows(x2.shape[0], x2.shape[1], x2.itemsize):
         _prob_grad_tiles_serial(x2, t2, w, 0.0, 0.0, scale1, loss1, g2,
